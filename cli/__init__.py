@@ -1,0 +1,1 @@
+"""The `compressor` command line (Typer): one thin module per command."""

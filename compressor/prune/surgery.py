@@ -1,0 +1,119 @@
+"""Physical removal of coupled groups (Torch-Pruning's rule: never prune one tensor alone).
+
+Written by hand because transformers' `prune_heads` is gone in v5 and cannot express non-uniform FFN widths,
+zero-head layers or layer removal. Every function updates `config.compressor_structure` in the same call, so
+the structure metadata can never drift from the shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from compressor.errors import PruneError
+from compressor.models import arch_of, encoder_layers, get_module, head_size, set_module
+from compressor.prune.modules import BiasOnly, EmptyIntermediate, HeadlessAttention
+from compressor.prune.structure import ensure_structure
+
+
+def _select_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A new Linear keeping `index` of its outputs (dim 0) or inputs (dim 1)."""
+    weight = linear.weight.detach().index_select(dim, index).clone()
+    bias = linear.bias.detach().clone() if linear.bias is not None else None
+    if dim == 0 and bias is not None:
+        bias = bias.index_select(0, index)
+    out_f, in_f = weight.shape
+    new = nn.Linear(in_f, out_f, bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    new.weight.requires_grad_(linear.weight.requires_grad)
+    if bias is not None:
+        new.bias.requires_grad_(linear.bias.requires_grad)
+    return new
+
+
+def _check_keep(keep: Sequence[int], n: int, what: str, layer: int) -> list[int]:
+    keep = sorted(int(i) for i in keep)
+    if len(set(keep)) != len(keep) or any(i < 0 or i >= n for i in keep):
+        raise PruneError(f"layer {layer}: {what} to keep must be distinct indices in [0, {n}); got {keep}")
+    return keep
+
+
+def prune_heads_(model: nn.Module, layer: int, keep: Sequence[int]) -> None:
+    """Keep only heads `keep` (current indices) of encoder layer `layer`: rows of q, k, v and columns of o."""
+    arch = arch_of(model)
+    block = encoder_layers(model)[layer]
+    entry = ensure_structure(model)["layers"][layer]
+    current = entry["heads"]
+    keep = _check_keep(keep, len(current), "heads", layer)
+    if len(keep) == len(current):
+        return
+    if not current:
+        return
+    d = head_size(model)
+    if not keep:
+        out = get_module(block, arch.attn_out)
+        norm = get_module(block, arch.attn_norm)
+        headless = HeadlessAttention(out.out_features, norm.eps).to(out.weight.device, out.weight.dtype)
+        with torch.no_grad():
+            headless.bias.copy_(out.bias)
+            headless.LayerNorm.load_state_dict(norm.state_dict())
+        set_module(block, arch.attention, headless)
+        entry["heads"] = []
+        return
+    # rows of q/k/v for head h are [h*d, (h+1)*d); the same columns of o
+    index = torch.cat([torch.arange(h * d, (h + 1) * d) for h in keep]).to(get_module(block, arch.query).weight.device)
+    for path in (arch.query, arch.key, arch.value):
+        set_module(block, path, _select_linear(get_module(block, path), index, dim=0))
+    set_module(block, arch.attn_out, _select_linear(get_module(block, arch.attn_out), index, dim=1))
+    attn = get_module(block, arch.self_attention)
+    attn.num_attention_heads = len(keep)
+    attn.all_head_size = len(keep) * d
+    entry["heads"] = [current[i] for i in keep]
+
+
+def prune_ffn_(model: nn.Module, layer: int, keep: Sequence[int]) -> None:
+    """Keep only FFN neurons `keep` (current indices): rows of the FFN-in linear, columns of FFN-out."""
+    arch = arch_of(model)
+    block = encoder_layers(model)[layer]
+    entry = ensure_structure(model)["layers"][layer]
+    width = entry["intermediate"]
+    keep = _check_keep(keep, width, "FFN neurons", layer)
+    if len(keep) == width or width == 0:
+        return
+    neurons = entry.get("neurons")
+    if neurons is None:
+        neurons = list(range(width))
+    if not keep:
+        out = get_module(block, arch.ffn_out)
+        bias_only = BiasOnly(out.out_features).to(out.weight.device, out.weight.dtype)
+        with torch.no_grad():
+            bias_only.bias.copy_(out.bias)
+        set_module(block, arch.ffn_in.rpartition(".")[0], EmptyIntermediate())
+        set_module(block, arch.ffn_out, bias_only)
+    else:
+        index = torch.tensor(keep, device=get_module(block, arch.ffn_in).weight.device)
+        set_module(block, arch.ffn_in, _select_linear(get_module(block, arch.ffn_in), index, dim=0))
+        set_module(block, arch.ffn_out, _select_linear(get_module(block, arch.ffn_out), index, dim=1))
+    entry["intermediate"] = len(keep)
+    entry["neurons"] = [neurons[i] for i in keep]
+
+
+def drop_layers_(model: nn.Module, keep: Sequence[int]) -> None:
+    """Remove whole encoder layers, keeping those at current positions `keep` (at least one)."""
+    layers = encoder_layers(model)
+    keep = _check_keep(keep, len(layers), "layers", -1)
+    if not keep:
+        raise PruneError("a model must keep at least one encoder layer")
+    if len(keep) == len(layers):
+        return
+    structure = ensure_structure(model)
+    kept_modules = [layers[i] for i in keep]
+    arch = arch_of(model)
+    set_module(model, arch.layers, nn.ModuleList(kept_modules))
+    structure["layers"] = [structure["layers"][i] for i in keep]
+    model.config.num_hidden_layers = len(keep)

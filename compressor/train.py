@@ -1,0 +1,258 @@
+"""HF Trainer glue: tokenisation, the training loop, evaluation, and the distillation loss.
+
+Training goes through `transformers.Trainer`, so the same code runs on one CPU, several GPUs, or several
+machines under `accelerate launch` / `torchrun`, and checkpoints resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from compressor.data import LabelledData
+from compressor.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor], Any], torch.Tensor]
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    kind: ClassVar[str] = "train"
+    version: ClassVar[int] = 1
+
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the training data."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: use epochs)."})
+    lr: float | None = field(default=None, metadata={"help": "Peak learning rate (default: the method's)."})
+    batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
+    eval_batch_size: int = field(default=128, metadata={"help": "Evaluation batch size per device."})
+    max_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
+    seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling and routing."})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "Share of steps with linear warm-up."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 mixed precision (GPU or recent CPU)."})
+    fp16: bool = field(default=False, metadata={"help": "float16 mixed precision (CUDA only)."})
+    save_steps: int = field(default=200, metadata={"help": "Checkpoint every N steps (for --resume)."})
+    logging_steps: int = field(default=50, metadata={"help": "Log the loss every N steps."})
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError(f"`epochs` must be positive (or set `max_steps`), got {self.epochs!r}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"`max_steps` must be a positive integer or -1, got {self.max_steps!r}")
+        if self.lr is not None and not (0 < self.lr < 1):
+            raise ConfigError(f"`lr` must be in (0, 1), got {self.lr!r}")
+        for name in ("batch_size", "eval_batch_size", "max_length", "save_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"`{name.replace('_', '-')}` must be a positive integer, got {getattr(self, name)!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.bf16 and self.fp16:
+            raise ConfigError("choose one of `bf16` and `fp16`, not both")
+        resolve_device(self.device)
+
+
+def resolve_device(device: str) -> str:
+    """`auto` → cuda if present else cpu; a clear error for a device that is not there."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device} was requested but no CUDA device is available; use --device cpu")
+        return device
+    raise ConfigError(f"`device` must be auto, cpu, cuda or cuda:N; got {device!r}")
+
+
+def tokenize(data: LabelledData, tokenizer: Any, max_length: int) -> Any:
+    """A datasets.Dataset of input ids, attention masks, token types and labels (padding left to the collator)."""
+    pair = "text_pair" in data.dataset.column_names
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        args = (batch["text"], batch["text_pair"]) if pair else (batch["text"],)
+        return tokenizer(*args, truncation=True, max_length=max_length)
+
+    drop = [c for c in data.dataset.column_names if c != "label"]
+    encoded = data.dataset.map(encode, batched=True, remove_columns=drop, desc="tokenising",
+                               load_from_cache_file=False)
+    return encoded.rename_column("label", "labels")
+
+
+def distillation_loss(teacher: nn.Module, *, weight: float = 1.0, temperature: float = 2.0) -> ExtraLoss:
+    """λ·T²·KL(teacher ‖ student) at temperature T, the teacher's logits computed on the fly (Hinton et al. 2015)."""
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def loss(model: nn.Module, inputs: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
+        feed = {k: v for k, v in inputs.items() if k != "labels"}
+        with torch.no_grad():
+            t_logits = teacher(**feed).logits
+        return weight * kl_divergence(outputs.logits, t_logits, temperature)
+
+    return loss
+
+
+def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T²·KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch; zero when the logits are equal."""
+    t = temperature
+    log_p_s = nn.functional.log_softmax(student_logits / t, dim=-1)
+    log_p_t = nn.functional.log_softmax(teacher_logits / t, dim=-1)
+    return nn.functional.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * t * t
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, float]
+    seconds: float
+    steps: int
+    is_main_process: bool = True
+
+
+def _compute_metrics(pred: Any) -> dict[str, float]:
+    import numpy as np
+
+    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    return {"accuracy": float((np.argmax(logits, axis=-1) == pred.label_ids).mean())}
+
+
+def train(
+    model: nn.Module,
+    tokenizer: Any,
+    cfg: TrainConfig,
+    *,
+    data: LabelledData,
+    eval_data: LabelledData | None,
+    work_dir: Path,
+    default_lr: float = 5e-5,
+    extra_loss: ExtraLoss | None = None,
+    resume: bool = False,
+    find_unused_parameters: bool = False,
+    quiet: bool = False,
+) -> TrainResult:
+    """Train the parameters of `model` that require grad; checkpoints go to `work_dir/checkpoints`.
+
+    Args:
+        extra_loss: added to the model's task loss (a method's regulariser, or distillation).
+        resume: continue from the newest checkpoint in `work_dir` if there is one.
+    """
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    device = resolve_device(cfg.device)
+    train_set = tokenize(data, tokenizer, cfg.max_length)
+    eval_set = tokenize(eval_data, tokenizer, cfg.max_length) if eval_data is not None else None
+    ckpt_dir = Path(work_dir) / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.lr or default_lr,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=cfg.bf16,
+        fp16=cfg.fp16,
+        use_cpu=device == "cpu",
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=1,
+        logging_steps=cfg.logging_steps,
+        eval_strategy="no",
+        report_to=[],
+        disable_tqdm=quiet,
+        dataloader_num_workers=0,
+        remove_unused_columns=True,
+        ddp_find_unused_parameters=find_unused_parameters,
+        label_names=["labels"],
+    )
+    trainer = _LossTrainer(
+        model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_compute_metrics, extra_loss=extra_loss,
+    )
+    last = _last_checkpoint(ckpt_dir) if resume else None
+    if last:
+        logger.info("resuming from %s", last)
+    start = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    seconds = time.perf_counter() - start
+    metrics = {"train_loss": float(out.training_loss), "train_seconds": round(seconds, 1)}
+    if eval_set is not None:
+        ev = trainer.evaluate()
+        metrics.update({"eval_accuracy": float(ev["eval_accuracy"]), "eval_loss": float(ev["eval_loss"])})
+    model.eval()
+    return TrainResult(metrics, seconds, int(out.global_step), trainer.is_world_process_zero())
+
+
+def _make_trainer_class() -> type:
+    from transformers import Trainer
+
+    class LossTrainer(Trainer):
+        """Trainer whose loss is the model's task loss plus an optional extra term."""
+
+        def __init__(self, *args: Any, extra_loss: ExtraLoss | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.extra_loss = extra_loss
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+            outputs = model(**inputs)
+            loss = outputs.loss
+            if self.extra_loss is not None and model.training:
+                loss = loss + self.extra_loss(model, inputs, outputs)
+            return (loss, outputs) if return_outputs else loss
+
+    return LossTrainer
+
+
+def _LossTrainer(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - behaves like a class
+    return _make_trainer_class()(*args, **kwargs)
+
+
+def _last_checkpoint(ckpt_dir: Path) -> Path | None:
+    if not ckpt_dir.is_dir():
+        return None
+    ckpts = [p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, tokenizer: Any, data: LabelledData, *, batch_size: int = 128, max_length: int = 128,
+    device: str | None = None,
+) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of `model` on `data`, streamed in batches."""
+    model.eval()
+    dev = next(model.parameters()).device if device is None else torch.device(device)
+    correct = total = 0
+    loss_sum = 0.0
+    texts, pairs, labels = data.texts, data.text_pairs, data.labels
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start:start + batch_size]
+        args = (chunk, pairs[start:start + batch_size]) if pairs else (chunk,)
+        enc = tokenizer(*args, truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(dev)
+        y = torch.tensor(labels[start:start + batch_size], device=dev)
+        logits = model(**enc).logits
+        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(-1) == y).sum())
+        total += len(chunk)
+    return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1), "examples": float(total)}
+
+
+def steps_for(n_examples: int, cfg: TrainConfig) -> int:
+    """Optimizer steps a run will take (single process)."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    return max(1, math.ceil(n_examples / cfg.batch_size) * math.ceil(cfg.epochs))
