@@ -14,7 +14,9 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace --out if it exi
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info messages.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (cuda:N).")]
-DataOpt = Annotated[Path, typer.Option("--data", "-d", help="Labelled data: csv, tsv, jsonl, parquet or a datasets dir.")]
+DataOpt = Annotated[
+    Path, typer.Option("--data", "-d", help="Labelled data: csv, tsv, jsonl, parquet or a datasets dir.")
+]
 TextColOpt = Annotated[
     str | None, typer.Option("--text-column", help="Text column (default: text, sentence, sentence1, …).")
 ]

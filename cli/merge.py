@@ -27,8 +27,12 @@ def command(
     from compressor.merge import merge_run
 
     report = merge_run(run_dir, out, force=force)
-    data = {"out": str(report.out_dir), "method": report.method, "max_abs_logit_diff": report.max_abs_diff,
-            "parameters": report.parameters}
+    data = {
+        "out": str(report.out_dir),
+        "method": report.method,
+        "max_abs_logit_diff": report.max_abs_diff,
+        "parameters": report.parameters,
+    }
     if as_json:
         emit(data, True)
     elif not quiet:

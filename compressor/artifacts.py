@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import os
 import shutil
@@ -19,23 +21,48 @@ def check_out_dir(target: Path, *, force: bool = False) -> None:
     if target.exists() and not target.is_dir():
         raise ConfigError(f"--out `{target}` is a file; pass a directory path")
     if target.is_dir() and any(target.iterdir()) and not force:
-        raise ConfigError(f"--out `{target}` exists and is not empty; pass --force to replace it or choose another path")
+        raise ConfigError(
+            f"--out `{target}` exists and is not empty; pass --force to replace it or choose another path"
+        )
     parent = target.parent if target.parent != Path("") else Path(".")
     probe = parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
+    if not probe.is_dir():
+        raise CompressorError(
+            f"--out `{target}` cannot be created: `{probe}` is a file, not a directory; choose another path"
+        )
     if not os.access(probe, os.W_OK):
-        raise CompressorError(f"--out `{target}` is not writable (no write permission on `{probe}`); choose another path")
+        raise CompressorError(
+            f"--out `{target}` is not writable (no write permission on `{probe}`); choose another path"
+        )
+
+
+# A write failing with one of these is the disk's fault (full, quota, read-only), not the input's.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 @contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory beside `target`; on success it replaces `target` in one rename."""
+    """Yield a fresh temporary directory beside `target`; on success it replaces `target` in one rename.
+
+    The temporary name carries the process id, so a later run removes what a killed run (SIGKILL, power loss)
+    left behind; a run that fails or is interrupted removes its own.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    _remove_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.errno in _WRITE_ERRNOS:
+            raise CompressorError(
+                f"writing `{target}` failed ({err.strerror}); nothing was written; free disk space or choose "
+                "another --out"
+            ) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -46,6 +73,25 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(target)
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete `.NAME.tmp-PID-*` siblings of `target` whose process no longer runs."""
+    prefix = f".{target.name}.tmp-"
+    for path in target.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = path.name[len(prefix) :].split("-")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def file_sha256(path: Path) -> str:

@@ -136,6 +136,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # `-O layers=3` means a one-element list
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: `{key}` must be a list; got {value!r}")
         inner = args[0] if args else Any

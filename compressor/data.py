@@ -87,7 +87,10 @@ def _read_frame(path: Path) -> Any:
     except UnicodeDecodeError as err:
         raise DataError(f"data file `{path}` is not UTF-8 text (byte {err.start}); re-encode it as UTF-8") from None
     except (ValueError, pd.errors.ParserError) as err:
-        raise DataError(f"data file `{path}` cannot be parsed as {fmt}: {str(err).splitlines()[0][:200]}") from None
+        raise DataError(
+            f"data file `{path}` cannot be parsed as {fmt} ({str(err).splitlines()[0][:200]}); fix the file or give "
+            "it the extension of its real format"
+        ) from None
     except (OSError, ImportError) as err:
         raise DataError(f"data file `{path}` cannot be read: {err}") from None
 
@@ -121,9 +124,12 @@ def load_data(
         try:
             frame = datasets.load_from_disk(str(path)).to_pandas()
         except (FileNotFoundError, ValueError) as err:
-            raise DataError(f"`{path}` is a directory but not a `save_to_disk` dataset ({err})") from None
+            raise DataError(
+                f"`{path}` is a directory but not a `save_to_disk` dataset ({err}); pass a data file or a directory "
+                "written by `Dataset.save_to_disk`"
+            ) from None
     if len(frame) == 0:
-        raise DataError(f"data file `{path}` has a header but no rows")
+        raise DataError(f"data file `{path}` has a header but no rows; it needs at least one example")
     columns = [str(c) for c in frame.columns]
     if text_column is None:
         text_column = next((c for c in TEXT_CANDIDATES if c in columns), None)
@@ -134,8 +140,9 @@ def load_data(
             )
     for role, col in (("text", text_column), ("text pair", text_pair_column)):
         if col is not None and col not in columns:
+            flag = "--text-column" if role == "text" else "--text-pair-column"
             raise DataError(
-                f"data file `{path}` has no {role} column `{col}`; columns are {', '.join(columns)}"
+                f"data file `{path}` has no {role} column `{col}`; columns are {', '.join(columns)}; pass {flag}"
             )
     if require_labels and label_column not in columns:
         raise DataError(
@@ -172,19 +179,25 @@ def _map_labels(
     keys = [_label_key(v) for v in raw]
     if any(k in ("", "nan", "None") for k in keys):
         row = next(i for i, k in enumerate(keys) if k in ("", "nan", "None"))
-        raise DataError(f"data file `{path}`: column `{column}` has an empty label in row {row + 1}")
+        raise DataError(
+            f"data file `{path}`: column `{column}` has an empty label in row {row + 1}; fill it in or remove the row"
+        )
     if id2label is None:
-        distinct = sorted(set(keys), key=lambda k: (not k.lstrip("-").isdigit(), int(k) if k.lstrip("-").isdigit() else 0, k))
+        distinct = sorted(
+            set(keys), key=lambda k: (not k.lstrip("-").isdigit(), int(k) if k.lstrip("-").isdigit() else 0, k)
+        )
         if all(k.lstrip("-").isdigit() for k in distinct) and [int(k) for k in distinct] == list(range(len(distinct))):
             id2label = {int(k): k for k in distinct}  # integer labels 0..n-1 keep their ids
         else:
             id2label = dict(enumerate(distinct))
     label2id = {str(v): int(k) for k, v in id2label.items()}
+    if set(keys) - set(label2id) and all(k.isdigit() and int(k) in id2label for k in keys):
+        label2id = {k: int(k) for k in set(keys)}  # integer labels are the model's label ids
     unseen = sorted(set(keys) - set(label2id))
     if unseen:
         raise DataError(
             f"data file `{path}`: column `{column}` has label(s) {', '.join(unseen[:5])} that the model does not know "
-            f"(known: {', '.join(label2id)})"
+            f"(known: {', '.join(label2id)}); remove those rows or train on data that has every label"
         )
     return {int(k): str(v) for k, v in id2label.items()}, [label2id[k] for k in keys]
 

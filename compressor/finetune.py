@@ -69,8 +69,8 @@ def finetune(
     if not isinstance(method_cfg, method.config_cls):
         raise TypeError(f"method_cfg must be a {method.config_cls.__name__}")
     work = partial_dir(out_dir)
+    check_out_dir(out_dir, force=force or resume)  # with --resume, only whether --out can be written
     if not resume:
-        check_out_dir(out_dir, force=force)
         shutil.rmtree(work, ignore_errors=True)
     check_trainable(data)
     from transformers import set_seed
@@ -84,16 +84,34 @@ def finetune(
     structure = structure_of(model)
     model = method.inject(model, method_cfg)
     trainable = count_trainable(model)
-    logger.info("method %s: %s trainable of %s parameters (%.3f%%)", method_name, f"{trainable:,}", f"{total:,}",
-                100 * trainable / total)
+    logger.info(
+        "method %s: %s trainable of %s parameters (%.3f%%)",
+        method_name,
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+    )
     result = train(
-        model, tokenizer, train_cfg, data=data, eval_data=eval_data, work_dir=work, default_lr=method.default_lr,
-        extra_loss=method.loss, resume=resume, find_unused_parameters=method.find_unused_parameters, quiet=quiet,
+        model,
+        tokenizer,
+        train_cfg,
+        data=data,
+        eval_data=eval_data,
+        work_dir=work,
+        default_lr=method.default_lr,
+        extra_loss=method.loss,
+        resume=resume,
+        find_unused_parameters=method.find_unused_parameters,
+        quiet=quiet,
     )
     metrics = dict(result.metrics) | {
-        "trainable_parameters": trainable, "total_parameters": total, "steps": result.steps,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "steps": result.steps,
         "train_examples": len(data),
     }
+    if method.stored is not None:
+        metrics |= method.stored(model)
     if result.is_main_process:  # under accelerate/torchrun only rank 0 writes
         from safetensors.torch import save_file
 
@@ -104,10 +122,13 @@ def finetune(
             save_json(tmp / "train.json", config_to_dict(train_cfg))
             save_json(tmp / "labels.json", {str(k): v for k, v in data.id2label.items()})
             base_path = resolve_model_path(model_ref)
-            save_json(tmp / "base.json", {
-                "model": str(model_ref) if str(model_ref) == "minilm" else str(Path(model_ref).resolve()),
-                "fingerprint": model_fingerprint(base_path),
-            })
+            save_json(
+                tmp / "base.json",
+                {
+                    "model": str(model_ref) if str(model_ref) == "minilm" else str(Path(model_ref).resolve()),
+                    "fingerprint": model_fingerprint(base_path),
+                },
+            )
             if is_pruned(structure):
                 save_json(tmp / "structure.json", structure)
             metrics["adapter_bytes"] = (tmp / ADAPTER_NAME).stat().st_size

@@ -48,9 +48,10 @@ def merge(model: nn.Module, method_name: str) -> nn.Module:
 
 def load_run(run_dir: Path) -> tuple[nn.Module, Any, str]:
     """Re-create the trained (unmerged) model of a fine-tuning run directory: (model, tokenizer, method name)."""
-    import compressor.methods  # noqa: F401
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    import compressor.methods  # noqa: F401
     from compressor.finetune import ADAPTER_NAME
     from compressor.methods.base import METHODS, load_adapter_state_
     from compressor.models import load_model
@@ -60,7 +61,7 @@ def load_run(run_dir: Path) -> tuple[nn.Module, Any, str]:
     if not run_dir.is_dir():
         raise MergeError(f"run directory `{run_dir}` not found; pass the --out of `compressor finetune`")
     if not (run_dir / ADAPTER_NAME).is_file():
-        raise MergeError(f"`{run_dir}` has no {ADAPTER_NAME}; is it the output of `compressor finetune`?")
+        raise MergeError(f"`{run_dir}` has no {ADAPTER_NAME}; pass the --out directory of `compressor finetune`")
     method_json = load_json(run_dir / "method.json", what="method config")
     method = METHODS.get(method_json.get("kind", "?"))
     cfg = config_from_dict(method.config_cls, method_json, source=str(run_dir / "method.json"))
@@ -72,8 +73,10 @@ def load_run(run_dir: Path) -> tuple[nn.Module, Any, str]:
     model = method.inject(model, cfg)
     try:
         state = load_file(str(run_dir / ADAPTER_NAME))
-    except Exception as err:  # safetensors raises its own error type on truncated files
-        raise MergeError(f"`{run_dir / ADAPTER_NAME}` is not a readable safetensors file ({err})") from None
+    except (SafetensorError, OSError) as err:  # SafetensorError: a truncated or malformed file
+        raise MergeError(
+            f"`{run_dir / ADAPTER_NAME}` is not a readable safetensors file ({err}); rerun `compressor finetune`"
+        ) from None
     load_adapter_state_(model, state)
     model.eval()
     return model, tokenizer, method_json["kind"]
@@ -96,7 +99,9 @@ def merge_run(run_dir: Path, out_dir: Path, *, force: bool = False, atol: float 
     after = _logits(merged, tokenizer)
     diff = float((before - after).abs().max())
     if diff > atol:
-        raise MergeError(f"merged logits differ from the unmerged model by {diff:.2e} (> {atol:g}); merge is not exact")
+        raise MergeError(
+            f"merged logits differ from the unmerged model by {diff:.2e} (> {atol:g}); merge is not exact"
+        )
     with atomic_dir(out_dir) as tmp:
         save_model(merged, tokenizer, tmp)
     logger.info("merged %s (%s) into %s; max |Δlogit| %.2e", run_dir, method_name, out_dir, diff)

@@ -77,9 +77,7 @@ def arch_of(model: nn.Module) -> ArchSpec:
     """The ArchSpec for a loaded model, from its `config.model_type`."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in ARCHS:
-        raise ModelError(
-            f"model type `{model_type}` is not supported; supported: {', '.join(ARCHS.names())}"
-        )
+        raise ModelError(f"model type `{model_type}` is not supported; supported: {', '.join(ARCHS.names())}")
     return ARCHS.get(model_type)
 
 
@@ -122,11 +120,16 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
 def read_config(path: Path) -> dict[str, Any]:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
-        raise ModelError(f"model `{path}` has no config.json; is it a Hugging Face checkpoint directory?")
+        raise ModelError(
+            f"model `{path}` has no config.json; pass a checkpoint directory written by save_pretrained "
+            "(config.json, model.safetensors, tokenizer files)"
+        )
     try:
         data = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelError(f"`{cfg_file}` is not valid JSON ({err.__class__.__name__}); re-save the checkpoint") from None
+        raise ModelError(
+            f"`{cfg_file}` is not valid JSON ({err.__class__.__name__}); re-save the checkpoint"
+        ) from None
     if not isinstance(data, dict) or "model_type" not in data:
         raise ModelError(f"`{cfg_file}` has no `model_type`; re-save the checkpoint with save_pretrained")
     if data["model_type"] not in ARCHS:
@@ -179,6 +182,8 @@ def load_model(
             config.id2label = {int(k): v for k, v in id2label.items()}
             config.label2id = {v: int(k) for k, v in id2label.items()}
     structure = raw.get(STRUCTURE_KEY)
+    from safetensors import SafetensorError
+
     try:
         if structure:
             from compressor.prune.structure import build_shapes_
@@ -188,12 +193,18 @@ def load_model(
             _load_state(model, weights)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
-                path, config=config, local_files_only=True, use_safetensors=True,
+                path,
+                config=config,
+                local_files_only=True,
+                use_safetensors=True,
                 attn_implementation=attn_implementation,
             )
-    except (OSError, RuntimeError, ValueError) as err:
+    except (OSError, RuntimeError, ValueError, SafetensorError) as err:  # SafetensorError: truncated header
         msg = str(err).splitlines()[0][:300]
-        raise ModelError(f"model `{path}`: weights cannot be loaded ({msg}); the file may be truncated or corrupt") from None
+        raise ModelError(
+            f"model `{path}`: weights cannot be loaded ({msg}); the file may be truncated or corrupt: copy or "
+            "re-save the checkpoint"
+        ) from None
     model.eval()
     logger.info("loaded %s (%s parameters)", path, f"{sum(p.numel() for p in model.parameters()):,}")
     return model, tokenizer
@@ -204,7 +215,9 @@ def load_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
     if not any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
-        raise ModelError(f"model `{path}` has no tokenizer files (tokenizer.json or vocab.txt); save the tokenizer with it")
+        raise ModelError(
+            f"model `{path}` has no tokenizer files (tokenizer.json or vocab.txt); save the tokenizer with it"
+        )
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True, use_fast=True)
     except (OSError, ValueError) as err:
@@ -212,12 +225,16 @@ def load_tokenizer(path: Path) -> Any:
 
 
 def _load_state(model: nn.Module, weights: Path) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         state = load_file(str(weights))
-    except Exception as err:  # safetensors raises its own SafetensorError type for truncated headers
-        raise ModelError(f"`{weights}` is not a readable safetensors file ({err}); the file may be truncated") from None
+    except (SafetensorError, OSError) as err:  # SafetensorError: a truncated or malformed header
+        raise ModelError(
+            f"`{weights}` is not a readable safetensors file ({err}); the file may be truncated: copy or re-save the "
+            "checkpoint"
+        ) from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,12 +55,21 @@ class TrainConfig:
             raise ConfigError(f"`lr` must be in (0, 1), got {self.lr!r}")
         for name in ("batch_size", "eval_batch_size", "max_length", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"`{name.replace('_', '-')}` must be a positive integer, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"`{name.replace('_', '-')}` must be a positive integer, got {getattr(self, name)!r}"
+                )
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}")
         if self.bf16 and self.fp16:
             raise ConfigError("choose one of `bf16` and `fp16`, not both")
         resolve_device(self.device)
+
+
+def is_main_process() -> bool:
+    """True except on the non-zero ranks of a distributed run (accelerate launch / torchrun set RANK)."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def resolve_device(device: str) -> str:
@@ -83,10 +93,31 @@ def tokenize(data: LabelledData, tokenizer: Any, max_length: int) -> Any:
         args = (batch["text"], batch["text_pair"]) if pair else (batch["text"],)
         return tokenizer(*args, truncation=True, max_length=max_length)
 
+    from datasets import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
     drop = [c for c in data.dataset.column_names if c != "label"]
-    encoded = data.dataset.map(encode, batched=True, remove_columns=drop, desc="tokenising",
-                               load_from_cache_file=False)
+    silence = not logger.isEnabledFor(logging.INFO) and not are_progress_bars_disabled()  # --quiet
+    if silence:
+        disable_progress_bars()
+    try:
+        encoded = data.dataset.map(
+            encode, batched=True, remove_columns=drop, desc="tokenising", load_from_cache_file=False
+        )
+    finally:
+        if silence:
+            enable_progress_bars()
     return encoded.rename_column("label", "labels")
+
+
+def fit_length(model: nn.Module, max_length: int) -> int:
+    """`max_length`, lowered to the model's position embeddings (longer inputs would not fit the model)."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(limit, int) and max_length > limit:
+        logger.warning(
+            "max_length %d exceeds the model's %d positions; truncating inputs to %d", max_length, limit, limit
+        )
+        return limit
+    return max_length
 
 
 def distillation_loss(teacher: nn.Module, *, weight: float = 1.0, temperature: float = 2.0) -> ExtraLoss:
@@ -147,11 +178,12 @@ def train(
         extra_loss: added to the model's task loss (a method's regulariser, or distillation).
         resume: continue from the newest checkpoint in `work_dir` if there is one.
     """
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, TrainingArguments
 
     device = resolve_device(cfg.device)
-    train_set = tokenize(data, tokenizer, cfg.max_length)
-    eval_set = tokenize(eval_data, tokenizer, cfg.max_length) if eval_data is not None else None
+    max_length = fit_length(model, cfg.max_length)
+    train_set = tokenize(data, tokenizer, max_length)
+    eval_set = tokenize(eval_data, tokenizer, max_length) if eval_data is not None else None
     ckpt_dir = Path(work_dir) / "checkpoints"
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
@@ -180,14 +212,27 @@ def train(
         label_names=["labels"],
     )
     trainer = _LossTrainer(
-        model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_compute_metrics, extra_loss=extra_loss,
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=_compute_metrics,
+        extra_loss=extra_loss,
     )
+    _keep_stdout_clean(trainer, quiet)
+    if quiet:  # with tqdm off, Trainer prints metric dicts to stdout; --quiet (and --json) output must stay clean
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     last = _last_checkpoint(ckpt_dir) if resume else None
     if last:
         logger.info("resuming from %s", last)
     start = time.perf_counter()
-    out = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    with warnings.catch_warnings():
+        # checkpoint rotation warns on file systems with coarse mtimes, then orders by step number anyway
+        warnings.filterwarnings("ignore", message="mtime may not be reliable")
+        out = trainer.train(resume_from_checkpoint=str(last) if last else None)
     seconds = time.perf_counter() - start
     metrics = {"train_loss": float(out.training_loss), "train_seconds": round(seconds, 1)}
     if eval_set is not None:
@@ -221,29 +266,59 @@ def _LossTrainer(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - behaves like
     return _make_trainer_class()(*args, **kwargs)
 
 
+def _keep_stdout_clean(trainer: Any, quiet: bool) -> None:
+    """The Trainer prints its loss logs on stdout (`print`, or tqdm's `write`); stdout is for results (`--json`),
+    so the logs go to stderr under the progress bar, and nowhere under `--quiet`."""
+    import sys
+
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class StderrProgress(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            if state.is_world_process_zero and self.training_bar is not None and logs:
+                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in logs.items() if k != "total_flos"}
+                self.training_bar.write(str(shown), file=sys.stderr)
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if not quiet:
+        trainer.add_callback(StderrProgress())
+
+
 def _last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest complete checkpoint: the Trainer writes `trainer_state.json` last, so a checkpoint without it
+    was cut short (killed while saving) and is skipped."""
     if not ckpt_dir.is_dir():
         return None
     ckpts = [p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+    complete = [p for p in ckpts if (p / "trainer_state.json").is_file()]
+    for p in sorted(set(ckpts) - set(complete)):
+        logger.warning("skipping %s: it was interrupted while being saved", p)
+    return max(complete, key=lambda p: int(p.name.split("-")[-1])) if complete else None
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, tokenizer: Any, data: LabelledData, *, batch_size: int = 128, max_length: int = 128,
+    model: nn.Module,
+    tokenizer: Any,
+    data: LabelledData,
+    *,
+    batch_size: int = 128,
+    max_length: int = 128,
     device: str | None = None,
 ) -> dict[str, float]:
     """Accuracy and mean cross-entropy of `model` on `data`, streamed in batches."""
     model.eval()
+    max_length = fit_length(model, max_length)
     dev = next(model.parameters()).device if device is None else torch.device(device)
     correct = total = 0
     loss_sum = 0.0
     texts, pairs, labels = data.texts, data.text_pairs, data.labels
     for start in range(0, len(texts), batch_size):
-        chunk = texts[start:start + batch_size]
-        args = (chunk, pairs[start:start + batch_size]) if pairs else (chunk,)
+        chunk = texts[start : start + batch_size]
+        args = (chunk, pairs[start : start + batch_size]) if pairs else (chunk,)
         enc = tokenizer(*args, truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(dev)
-        y = torch.tensor(labels[start:start + batch_size], device=dev)
+        y = torch.tensor(labels[start : start + batch_size], device=dev)
         logits = model(**enc).logits
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(-1) == y).sum())

@@ -60,7 +60,7 @@ def read_manifest(artifact_dir: Path) -> dict[str, Any]:
 
 
 def verify_artifact(artifact_dir: Path) -> dict[str, Any]:
-    """Check that model.onnx exists and matches the manifest's hash; refuse external data outside the directory."""
+    """Check that model.onnx exists and matches the manifest's hash (external data is checked by the runtime)."""
     artifact_dir = Path(artifact_dir)
     manifest = read_manifest(artifact_dir)
     model = artifact_dir / MODEL_NAME
@@ -68,7 +68,9 @@ def verify_artifact(artifact_dir: Path) -> dict[str, Any]:
         raise ArtifactError(f"artifact `{artifact_dir}` has no {MODEL_NAME}; re-export it")
     expected = (manifest.get("files") or {}).get(MODEL_NAME, {}).get("sha256")
     if expected is None:
-        raise ArtifactError(f"`{artifact_dir / MANIFEST_NAME}` records no hash for {MODEL_NAME}; re-export the artifact")
+        raise ArtifactError(
+            f"`{artifact_dir / MANIFEST_NAME}` records no hash for {MODEL_NAME}; re-export the artifact"
+        )
     if sha256(model) != expected:
         raise ArtifactError(
             f"`{model}` does not match the hash in {MANIFEST_NAME}: it was modified or corrupted; re-export it"

@@ -25,9 +25,16 @@ def tiny_tokenizer(tmp: Path) -> BertTokenizerFast:
 
 def tiny_config(**overrides: object) -> BertConfig:
     values = dict(
-        vocab_size=len(SPECIAL) + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=37, max_position_embeddings=64, num_labels=2, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0, id2label={0: "negative", 1: "positive"},
+        vocab_size=len(SPECIAL) + len(WORDS),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        num_labels=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        id2label={0: "negative", 1: "positive"},
         label2id={"negative": 0, "positive": 1},
     )
     values.update(overrides)

@@ -44,6 +44,8 @@ class Method:
         loss: optional `(model, inputs, outputs) -> Tensor` added to the task loss during training.
         default_lr: learning rate when the user gives none.
         find_unused_parameters: DDP must look for unused parameters (e.g. random expert routing).
+        stored: optional `(model) -> dict` of honest storage figures for the trained adapter (bytes, fractions),
+            added to the run's metrics.
     """
 
     config_cls: type
@@ -54,6 +56,7 @@ class Method:
     loss: Callable[[nn.Module, dict[str, torch.Tensor], Any], torch.Tensor] | None = None
     default_lr: float = 5e-5
     find_unused_parameters: bool = False
+    stored: Callable[[nn.Module], dict[str, float]] | None = None
 
 
 METHODS: Registry[Method] = Registry("method")

@@ -34,8 +34,12 @@ def ensure_structure(model: nn.Module) -> dict[str, Any]:
         "source_heads": config.num_attention_heads,
         "source_intermediate": config.intermediate_size,
         "layers": [
-            {"source": i, "heads": list(range(config.num_attention_heads)),
-             "intermediate": config.intermediate_size, "neurons": None}
+            {
+                "source": i,
+                "heads": list(range(config.num_attention_heads)),
+                "intermediate": config.intermediate_size,
+                "neurons": None,
+            }
             for i in range(config.num_hidden_layers)
         ],
         "vocab": None,
@@ -67,7 +71,9 @@ def summary(structure: dict[str, Any]) -> list[tuple[int, int, int]]:
 
 def _validate(structure: Any, model: nn.Module) -> None:
     if not isinstance(structure, dict) or structure.get("version") != VERSION or "layers" not in structure:
-        raise ModelError("config.json: `compressor_structure` is malformed or of an unknown version; re-save the model")
+        raise ModelError(
+            "config.json: `compressor_structure` is malformed or of an unknown version; re-save the model"
+        )
     config = model.config
     if structure["source_heads"] != config.num_attention_heads or structure["source_intermediate"] != (
         config.intermediate_size

@@ -24,7 +24,7 @@ class VocabReport:
     source_size: int
     kept: int
     embedding_bytes_before: int
-    embedding_bytes_after: int
+    embedding_bytes_after: int  # the kept rows plus the id map (int64 per source id)
 
 
 def used_token_ids(tokenizer: Any, texts: Iterable[str], *, batch_size: int = 1000) -> set[int]:
@@ -64,7 +64,8 @@ def prune_vocab_(model: nn.Module, keep_ids: Iterable[int], unk_id: int) -> Voca
     set_module(model, arch.word_embeddings, new)
     ensure_structure(model)["vocab"] = {"source_size": int(source_size), "kept": len(keep)}
     elem = emb.weight.element_size()
-    return VocabReport(source_size, len(keep), source_size * dim * elem, len(keep) * dim * elem)
+    after = len(keep) * dim * elem + new.id_map.numel() * new.id_map.element_size()  # kept rows + the id map
+    return VocabReport(source_size, len(keep), source_size * dim * elem, after)
 
 
 def build_vocab_shape_(model: nn.Module, vocab: dict[str, Any]) -> None:
@@ -75,16 +76,24 @@ def build_vocab_shape_(model: nn.Module, vocab: dict[str, Any]) -> None:
     set_module(model, arch.word_embeddings, RemappedEmbedding(int(vocab["source_size"]), int(vocab["kept"]), dim))
 
 
-def unknown_rate(model: nn.Module, tokenizer: Any, texts: Iterable[str]) -> float:
-    """Share of tokens in `texts` that the pruned vocabulary maps to the unknown row (excluding real [UNK]s)."""
+def unknown_rate(model: nn.Module, tokenizer: Any, texts: Iterable[str], pairs: Iterable[str] | None = None) -> float:
+    """Share of the tokens fed to the model for `texts` (special tokens included) that the pruned vocabulary maps
+    to the unknown row, not counting tokens the tokenizer itself made [UNK]."""
     emb = get_module(model, arch_of(model).word_embeddings)
     if not isinstance(emb, RemappedEmbedding):
         return 0.0
-    unk_row = int(emb.id_map[tokenizer.unk_token_id])
+    id_map = emb.id_map.cpu()
+    unk_row = int(id_map[tokenizer.unk_token_id])
     total = fallback = 0
-    for row in tokenizer(list(texts), truncation=True)["input_ids"]:
+    encoded = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True)
+    for row in encoded["input_ids"]:
         ids = torch.tensor(row, dtype=torch.long)
-        mapped = emb.id_map.cpu()[ids]
         total += len(row)
-        fallback += int(((mapped == unk_row) & (ids != tokenizer.unk_token_id)).sum())
+        fallback += int(((id_map[ids] == unk_row) & (ids != tokenizer.unk_token_id)).sum())
     return fallback / max(total, 1)
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of every parameter and buffer (what the weights file and the exported initialisers hold)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)

@@ -66,8 +66,15 @@ def test_single_class_data_is_refused(setup: tuple[Path, Path], tmp_path: Path) 
     one = tmp_path / "one.tsv"
     one.write_text("sentence\tlabel\ngood\t1\ngreat\t1\n")
     with pytest.raises(DataError, match="single class"):
-        finetune(str(base), "full", METHODS.get("full").config_cls(), FAST, data=load_data(one), eval_data=None,
-                 out_dir=tmp_path / "run")
+        finetune(
+            str(base),
+            "full",
+            METHODS.get("full").config_cls(),
+            FAST,
+            data=load_data(one),
+            eval_data=None,
+            out_dir=tmp_path / "run",
+        )
     assert not (tmp_path / "run").exists()
 
 
@@ -85,13 +92,30 @@ def test_interrupted_finetune_resumes_from_checkpoint(setup: tuple[Path, Path], 
 
     monkeypatch.setattr(mbase, "adapter_state", boom)
     with pytest.raises(KeyboardInterrupt):
-        finetune(str(base), "full", METHODS.get("full").config_cls(), FAST, data=data, eval_data=None,
-                 out_dir=tmp_path / "run", quiet=True)
+        finetune(
+            str(base),
+            "full",
+            METHODS.get("full").config_cls(),
+            FAST,
+            data=data,
+            eval_data=None,
+            out_dir=tmp_path / "run",
+            quiet=True,
+        )
     assert not (tmp_path / "run").exists()
     assert (tmp_path / ".run.partial" / "checkpoints").is_dir()
     monkeypatch.setattr(mbase, "adapter_state", original)
-    report = finetune(str(base), "full", METHODS.get("full").config_cls(), FAST, data=data, eval_data=None,
-                      out_dir=tmp_path / "run", resume=True, quiet=True, )
+    report = finetune(
+        str(base),
+        "full",
+        METHODS.get("full").config_cls(),
+        FAST,
+        data=data,
+        eval_data=None,
+        out_dir=tmp_path / "run",
+        resume=True,
+        quiet=True,
+    )
     assert calls["n"] == 1
     assert report.metrics["steps"] >= 6  # continued from checkpoint-6, not from zero
     assert not (tmp_path / ".run.partial").exists()

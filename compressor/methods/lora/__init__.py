@@ -9,8 +9,7 @@ from torch import nn
 
 from compressor.errors import ConfigError
 from compressor.methods.base import METHODS, Method
-
-TARGETS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
+from compressor.methods.targets import LINEAR_ROLES as TARGETS
 
 
 @dataclass(kw_only=True)
@@ -21,8 +20,10 @@ class LoraConfig:
     rank: int = field(default=8, metadata={"help": "Rank r of B·A."})
     alpha: float = field(default=16.0, metadata={"help": "Scale numerator: ΔW = (alpha/rank)·B·A."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
-    targets: list[str] = field(default_factory=lambda: ["query", "value"], metadata={
-        "help": f"Projections to adapt, from {', '.join(TARGETS)}."})
+    targets: list[str] = field(
+        default_factory=lambda: ["query", "value"],
+        metadata={"help": f"Projections to adapt, from {', '.join(TARGETS)}."},
+    )
 
     def __post_init__(self) -> None:
         if self.rank < 1:
@@ -38,15 +39,9 @@ class LoraConfig:
 
 def target_module_names(model: nn.Module, targets: list[str]) -> list[str]:
     """Full module names of the chosen projections in every encoder layer, from the architecture table."""
-    from compressor.models import arch_of
+    from compressor.methods.targets import encoder_linears
 
-    arch = arch_of(model)
-    paths = [getattr(arch, t) for t in targets]
-    names = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and any(name.endswith("." + p) for p in paths) and ".layer." in name:
-            names.append(name)
-    return names
+    return [name for name, _ in encoder_linears(model, targets)]
 
 
 def inject_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
@@ -56,8 +51,12 @@ def inject_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
     from compressor.models import arch_of
 
     peft_cfg = PeftLoraConfig(
-        task_type=TaskType.SEQ_CLS, r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-        target_modules=target_module_names(model, cfg.targets), modules_to_save=[arch_of(model).classifier],
+        task_type=TaskType.SEQ_CLS,
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=target_module_names(model, cfg.targets),
+        modules_to_save=[arch_of(model).classifier],
     )
     return get_peft_model(model, peft_cfg)
 
@@ -66,4 +65,6 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
-METHODS.register("lora", Method(config_cls=LoraConfig, inject=inject_lora, merge=merge_lora, prefix="lora_", default_lr=5e-4))
+METHODS.register(
+    "lora", Method(config_cls=LoraConfig, inject=inject_lora, merge=merge_lora, prefix="lora_", default_lr=5e-4)
+)

@@ -1,0 +1,1 @@
+"""Benchmark scripts (`python bench/sst2.py`); their results go to docs/benchmarks.md."""

@@ -1,0 +1,107 @@
+"""`compressor inspect`: what is in an artifact, a checkpoint or a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli._options import JsonOpt, QuietOpt
+
+
+def command(
+    path: Annotated[Path, typer.Argument(help="An artifact, a checkpoint directory, or a pipeline run directory.")],
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Show PATH's structure: manifest, ops, sizes and quantization of an artifact; heads, FFN widths and parameters
+    of a checkpoint; the report of a run.
+
+    Example: compressor inspect runs/artifact
+    """
+    from cli._options import emit, setup
+
+    setup(quiet)
+    from compressor.inspection import inspect_path
+
+    info = inspect_path(path)
+    if as_json:
+        emit(info, True)
+        return
+    {"artifact": _print_artifact, "checkpoint": _print_checkpoint, "run": _print_run}[info["kind"]](info)
+
+
+def _layers_table(title: str, layers: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    columns = ["layer", "source", "heads", "ffn"] + (["params"] if any("params" in r for r in layers) else [])
+    for col in columns:
+        table.add_column(col, justify="right")
+    for r in layers:
+        row = [str(r["layer"]), str(r["source"]), str(r["heads"]), str(r["intermediate"])]
+        if "params" in r:
+            row.append(f"{r['params']:,}")
+        table.add_row(*row)
+    return table
+
+
+def _kv(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_kv(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(_kv(v) for v in value) or "-"
+    return "-" if value is None else str(value)
+
+
+def _print_artifact(info: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=True)
+    console.print(f"[bold]artifact[/bold] {info['path']}")
+    integrity = info["integrity"]
+    console.print(
+        f"integrity: {'[green]ok[/green]' if integrity == 'ok' else '[red]' + integrity + '[/red]'}", highlight=False
+    )
+    for key in ("source", "stages", "opset", "max_length", "params", "quantization", "fusion", "accuracy", "latency"):
+        console.print(f"{key}: {_kv(info.get(key))}", highlight=False, markup=False)
+    files = Table(title=f"files ({info['total_bytes'] / 1e6:.2f} MB)", title_justify="left")
+    files.add_column("file")
+    files.add_column("bytes", justify="right")
+    for name, size in info["files"].items():
+        files.add_row(name, f"{size:,}")
+    console.print(files)
+    ops = Table(title=f"ops ({sum(info['ops'].values())} nodes)", title_justify="left")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, n in info["ops"].items():
+        ops.add_row(op, str(n))
+    console.print(ops)
+    if info["layers"]:
+        console.print(_layers_table("structure", info["layers"]))
+    else:
+        console.print("structure: not recorded (unpruned)")
+
+
+def _print_checkpoint(info: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    console = Console(soft_wrap=True)
+    console.print(
+        f"[bold]checkpoint[/bold] {info['path']} ({info['model_type']}, {'pruned' if info['pruned'] else 'unpruned'})"
+    )
+    console.print(f"labels: {_kv(info['labels'])}", markup=False)
+    console.print(
+        f"parameters: {info['params']['total']:,} total, {info['params']['encoder']:,} in the encoder; "
+        f"weights {info['weights_bytes'] / 1e6:.2f} MB"
+    )
+    if info.get("vocab"):
+        console.print(f"vocabulary: {_kv(info['vocab'])}", markup=False)
+    console.print(_layers_table("layers", info["layers"]))
+
+
+def _print_run(info: dict[str, Any]) -> None:
+    typer.echo(f"run {info['path']}: stages {', '.join(info['stages']) or '-'}")
+    typer.echo(info["report"].rstrip())

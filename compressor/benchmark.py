@@ -1,0 +1,326 @@
+"""Benchmark artifacts side by side: latency (p50/p90/p99), throughput, size and accuracy, in one process.
+
+Fair comparison on a shared CPU: every artifact is loaded first, then runs are interleaved (one run of each
+artifact per round, the order rotating each round) so drifts in clock speed or background load hit all alike.
+Latency is the `session.run` time of pre-tokenized inputs (tokenization is the same work for every artifact).
+Imports no torch: it runs where the artifacts run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from compressor.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from compressor.data import LabelledData
+    from exporters.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+# Filler for fixed-length latency when no data is given: only the length matters to a dense graph.
+FILLER = "the movie was not as good as the book but the acting was great and the story was fun " * 40
+CPU_FLAG = re.compile(r"^(sse4|avx|fma|f16c|amx|vnni|avx_vnni|asimd|sve|i8mm|bf16|dotprod)")
+
+
+@dataclass(kw_only=True)
+class BenchmarkConfig:
+    kind: ClassVar[str] = "benchmark"
+    version: ClassVar[int] = 1
+
+    threads: int = field(default=2, metadata={"help": "ONNX Runtime intra-op threads per session."})
+    batch: int = field(default=1, metadata={"help": "Examples per latency run."})
+    seq_len: int = field(default=128, metadata={"help": "Fixed sequence length: inputs padded/truncated to it."})
+    real_lengths: bool = field(
+        default=False, metadata={"help": "Also measure at the data's real sentence lengths (needs data)."}
+    )
+    runs: int = field(default=50, metadata={"help": "Timed runs per artifact (interleaved)."})
+    warmup: int = field(default=10, metadata={"help": "Untimed runs per artifact before timing."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Batch size for the accuracy pass."})
+    eval_rows: int | None = field(default=None, metadata={"help": "Score accuracy on at most this many rows."})
+    verify: bool = field(default=True, metadata={"help": "Check manifests and hashes (off: plain ONNX dirs)."})
+    seed: int = field(default=0, metadata={"help": "Seed for the sentences drawn for real-length runs."})
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "batch", "runs", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ConfigError(f"`warmup` must be a non-negative integer, got {self.warmup!r}")
+        if not isinstance(self.seq_len, int) or self.seq_len < 2:
+            raise ConfigError(f"`seq_len` must be an integer of at least 2, got {self.seq_len!r}")
+        if self.eval_rows is not None and self.eval_rows < 1:
+            raise ConfigError(f"`eval_rows` must be a positive integer, got {self.eval_rows!r}")
+
+
+@dataclass
+class Latency:
+    """Milliseconds per run at one input shape; throughput in examples per second."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    throughput: float
+    batch: int
+    seq_len: int | str  # an int, or "real" (mean tokens in `tokens`)
+    runs: int
+    tokens: float | None = None
+
+    @classmethod
+    def from_times(cls, times_ms: list[float], batch: int, seq_len: int | str, tokens: float | None = None) -> Latency:
+        t = np.asarray(times_ms, dtype=np.float64)
+        p50, p90, p99 = (float(np.percentile(t, q)) for q in (50, 90, 99))
+        mean = float(t.mean())
+        return cls(p50, p90, p99, mean, batch * 1000.0 / mean, batch, seq_len, len(t), tokens)
+
+
+@dataclass
+class ArtifactResult:
+    name: str
+    path: str
+    model_bytes: int
+    fixed: Latency
+    real: Latency | None = None
+    accuracy: float | None = None
+    eval_rows: int | None = None
+    quantization: Any = None
+    # ratios against the first artifact
+    speedup_p50: float = 1.0  # first.p50 / this.p50
+    size_ratio: float = 1.0  # first.size / this.size (times smaller)
+    accuracy_delta: float | None = None  # this - first, in points
+
+
+@dataclass
+class BenchmarkReport:
+    config: BenchmarkConfig
+    machine: dict[str, Any]
+    results: list[ArtifactResult]
+    data: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "benchmark-report",
+            "config": asdict(self.config),
+            "machine": self.machine,
+            "data": self.data,
+            "results": [asdict(r) for r in self.results],
+        }
+
+    def write_json(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    """CPU model, vector-instruction flags (from /proc/cpuinfo), core counts and library versions."""
+    import onnxruntime
+
+    model, flags = platform.processor() or platform.machine(), []
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "hardware", "cpu model") and value.strip():
+                model = value.strip()
+            elif key in ("flags", "features") and not flags:
+                flags = sorted(f for f in value.split() if CPU_FLAG.match(f))
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": model,
+        "cpu_flags": flags,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": affinity,
+        "threads": threads,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def benchmark(artifacts: list[Path], config: BenchmarkConfig, *, data: LabelledData | None = None) -> BenchmarkReport:
+    """Load every artifact, time them interleaved, score accuracy on `data`, and compare with the first.
+
+    Args:
+        artifacts: artifact directories (or `.onnx` files); the first is the reference for the ratios.
+        data: labelled data: real sentences for the latency inputs, and the accuracy pass.
+    """
+    from exporters.runtime import Runtime
+
+    if not artifacts:
+        raise ConfigError("pass at least one artifact to benchmark")
+    if config.real_lengths and data is None:
+        raise ConfigError("`real_lengths` needs labelled data: pass --data")
+    runtimes = [Runtime(a, threads=config.threads, verify=config.verify) for a in artifacts]
+    names = _names([Path(a) for a in artifacts])
+    texts = data.texts[:1000] if data is not None else [FILLER]
+    pairs = data.text_pairs[:1000] if data is not None and data.text_pairs else None
+
+    batch_texts = [texts[i % len(texts)] for i in range(config.batch)]
+    batch_pairs = None if pairs is None else [pairs[i % len(pairs)] for i in range(config.batch)]
+    fixed_feeds = [[rt.encode(batch_texts, batch_pairs, pad_to=config.seq_len)] for rt in runtimes]
+    fixed = [
+        Latency.from_times(t, config.batch, config.seq_len)
+        for t in _interleaved(runtimes, fixed_feeds, config, desc=f"latency seq {config.seq_len}")
+    ]
+
+    real: list[Latency | None] = [None] * len(runtimes)
+    if config.real_lengths:
+        feeds, tokens = _real_feeds(runtimes, data, config)
+        times = _interleaved(runtimes, feeds, config, desc="latency real lengths")
+        real = [Latency.from_times(t, config.batch, "real", tok) for t, tok in zip(times, tokens, strict=True)]
+
+    accuracy: list[float | None] = [None] * len(runtimes)
+    eval_rows = None
+    if data is not None:
+        eval_data = data.head(config.eval_rows)
+        eval_rows = len(eval_data)
+        accuracy = [
+            evaluate(rt, eval_data, batch_size=config.eval_batch_size, name=n)
+            for rt, n in zip(runtimes, names, strict=True)
+        ]
+
+    results = [
+        ArtifactResult(
+            name=name,
+            path=str(rt.model_path),
+            model_bytes=rt.model_bytes,
+            fixed=fx,
+            real=rl,
+            accuracy=acc,
+            eval_rows=eval_rows,
+            quantization=(rt.manifest or {}).get("quantization"),
+        )
+        for name, rt, fx, rl, acc in zip(names, runtimes, fixed, real, accuracy, strict=True)
+    ]
+    first = results[0]
+    for r in results:
+        r.speedup_p50 = first.fixed.p50 / r.fixed.p50
+        r.size_ratio = first.model_bytes / r.model_bytes
+        if r.accuracy is not None and first.accuracy is not None:
+            r.accuracy_delta = 100.0 * (r.accuracy - first.accuracy)
+    data_path = None if data is None else str(data.path)
+    return BenchmarkReport(config=config, machine=machine_info(config.threads), results=results, data=data_path)
+
+
+def evaluate(runtime: Runtime, data: LabelledData, *, batch_size: int = 64, name: str = "") -> float:
+    """Accuracy of an artifact on labelled data, streamed in batches (never all rows encoded at once)."""
+    from tqdm.auto import tqdm
+
+    mapping = label_mapping(data.id2label, runtime.id2label, str(data.path))
+    dataset = data.dataset
+    correct = 0
+    starts = range(0, len(dataset), batch_size)
+    for start in tqdm(
+        starts, desc=f"accuracy {name}".strip(), disable=not logger.isEnabledFor(logging.INFO), leave=False
+    ):
+        rows = dataset[start : start + batch_size]  # dict of column lists
+        logits = runtime.logits(rows["text"], rows.get("text_pair"))
+        predicted = logits.argmax(axis=-1)
+        expected = np.asarray([mapping[y] for y in rows["label"]])
+        correct += int((predicted == expected).sum())
+    return correct / len(dataset)
+
+
+def label_mapping(data_id2label: dict[int, str], model_id2label: dict[int, str], where: str) -> dict[int, int]:
+    """Map the data's label ids to the model's: by name when the model knows every name, else by integer id."""
+    by_name = {name: i for i, name in model_id2label.items()}
+    if all(name in by_name for name in data_id2label.values()):
+        return {i: by_name[name] for i, name in data_id2label.items()}
+    # Integer-labelled data (SST-2 has 0/1) against a model with named labels: the ids are the labels.
+    names = [str(name) for name in data_id2label.values()]
+    if all(name.isdigit() and int(name) < len(model_id2label) for name in names):
+        return {i: int(name) for i, name in data_id2label.items()}
+    raise DataError(
+        f"data file `{where}` has labels {', '.join(map(str, data_id2label.values()))} that the artifact does not "
+        f"know (its labels: {', '.join(model_id2label.values())})"
+    )
+
+
+def _names(paths: list[Path]) -> list[str]:
+    """Directory names, made unique with the parent's name when two collide."""
+    names = [p.stem if p.suffix == ".onnx" else p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    names = [f"{p.parent.name}/{n}" for p, n in zip(paths, names, strict=True)]
+    return [f"{n}#{i}" if names.count(n) > 1 else n for i, n in enumerate(names, 1)]
+
+
+def _real_feeds(
+    runtimes: list[Runtime], data: LabelledData, config: BenchmarkConfig
+) -> tuple[list[list[dict[str, np.ndarray]]], list[float]]:
+    """One batch of real sentences per run (the same sentences for every artifact), padded to their longest."""
+    sample = data.sample(config.runs * config.batch, seed=config.seed)
+    texts, pairs = sample.texts, sample.text_pairs
+    count = config.runs * config.batch
+    texts = [texts[i % len(texts)] for i in range(count)]
+    pairs = None if pairs is None else [pairs[i % len(pairs)] for i in range(count)]
+    feeds, tokens = [], []
+    for rt in runtimes:
+        batches = []
+        for start in range(0, count, config.batch):
+            chunk_pairs = None if pairs is None else pairs[start : start + config.batch]
+            batches.append(rt.encode(texts[start : start + config.batch], chunk_pairs))
+        feeds.append(batches)
+        tokens.append(float(np.mean([b["attention_mask"].sum(axis=1).mean() for b in batches])))
+    return feeds, tokens
+
+
+def _interleaved(
+    runtimes: list[Runtime], feeds: list[list[dict[str, np.ndarray]]], config: BenchmarkConfig, *, desc: str
+) -> list[list[float]]:
+    """Milliseconds per timed run, per runtime. Round r runs every runtime once, starting at runtime r mod n."""
+    from tqdm.auto import tqdm
+
+    n = len(runtimes)
+    times: list[list[float]] = [[] for _ in runtimes]
+    rounds = config.warmup + config.runs
+    for r in tqdm(range(rounds), desc=desc, disable=not logger.isEnabledFor(logging.INFO), leave=False):
+        for k in range(n):
+            i = (r + k) % n
+            feed = feeds[i][(r - config.warmup) % len(feeds[i])]
+            start = time.perf_counter_ns()
+            runtimes[i].run_feed(feed)
+            elapsed = (time.perf_counter_ns() - start) / 1e6
+            if r >= config.warmup:
+                times[i].append(elapsed)
+    return times
+
+
+def plot(report: BenchmarkReport, path: Path) -> None:
+    """Accuracy vs p50 latency, one labelled point per artifact, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if any(r.accuracy is None for r in report.results):
+        raise ConfigError("the plot shows accuracy against latency: benchmark with labelled data (--data)")
+    fig = Figure(figsize=(6.4, 4.8), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for r in report.results:
+        ax.scatter(r.fixed.p50, 100 * r.accuracy, s=36)
+        ax.annotate(r.name, (r.fixed.p50, 100 * r.accuracy), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    cfg = report.config
+    ax.set_xlabel(f"p50 latency (ms), batch {cfg.batch}, seq {cfg.seq_len}, {cfg.threads} threads")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"accuracy vs latency ({report.machine.get('cpu', 'cpu')})", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.set_xlim(0, 1.2 * max(r.fixed.p50 for r in report.results))  # room for the labels on the right
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)

@@ -1,0 +1,150 @@
+"""What is in a directory: an artifact (manifest, ops, sizes, structure), a checkpoint, or a pipeline run.
+
+Artifacts are inspected without torch (onnx reads the graph without its weights); checkpoints are loaded with
+`load_model` to count parameters per layer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import ArtifactError, ConfigError
+
+REPORT_NAME = "report.md"
+
+
+def detect(path: Path) -> str:
+    """`artifact`, `checkpoint` or `run`; a ConfigError naming what was looked for otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"`{path}` not found; pass an artifact, a checkpoint or a run directory")
+    if not path.is_dir():
+        raise ConfigError(f"`{path}` is a file; pass an artifact, a checkpoint or a run directory")
+    if (path / "compressor.json").is_file() or (path / "model.onnx").is_file():
+        return "artifact"
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        return "checkpoint"
+    if any((path / name).is_file() for name in (REPORT_NAME, "recipe.json", "run.json")):
+        return "run"
+    raise ConfigError(
+        f"`{path}` is not an artifact (compressor.json + model.onnx), a checkpoint (config.json + model.safetensors) "
+        f"or a run directory ({REPORT_NAME})"
+    )
+
+
+def inspect_path(path: Path) -> dict[str, Any]:
+    """A JSON-ready description of `path`, with `kind` telling which of the three it is."""
+    kind = detect(path)
+    return {"artifact": inspect_artifact, "checkpoint": inspect_checkpoint, "run": inspect_run}[kind](Path(path))
+
+
+def layer_rows(structure: dict[str, Any] | None) -> list[dict[str, int]]:
+    """Per kept layer: source layer index, heads kept, FFN width (from a `compressor_structure` dict)."""
+    if not structure or not isinstance(structure.get("layers"), list):
+        return []
+    rows = []
+    for i, entry in enumerate(structure["layers"]):
+        heads = entry.get("heads")
+        rows.append(
+            {
+                "layer": i,
+                "source": int(entry.get("source", i)),
+                "heads": len(heads) if isinstance(heads, list) else int(heads or 0),
+                "intermediate": int(entry.get("intermediate", 0)),
+            }
+        )
+    return rows
+
+
+def inspect_artifact(path: Path) -> dict[str, Any]:
+    """Manifest summary, integrity, file sizes, op counts, quantization/fusion/gate results, per-layer structure."""
+    from exporters.manifest import MODEL_NAME, read_manifest, verify_artifact
+    from exporters.runtime import check_external_data
+
+    manifest = read_manifest(path)
+    try:
+        verify_artifact(path)
+        check_external_data(path / MODEL_NAME, manifest)  # reads locations only, never the data
+        integrity = "ok"
+    except ArtifactError as err:
+        integrity = str(err)
+    files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
+    ops: dict[str, int] = {}
+    if (path / MODEL_NAME).is_file():
+        try:
+            ops = op_counts(path / MODEL_NAME)
+        except ArtifactError as err:  # a damaged graph is still worth describing: say so in `integrity`
+            integrity = str(err) if integrity == "ok" else f"{integrity}; {err}"
+    return {
+        "kind": "artifact",
+        "path": str(path),
+        "integrity": integrity,
+        "schema": manifest.get("schema"),
+        "source": manifest.get("source"),
+        "stages": [
+            s.get("stage", s.get("kind", "?")) if isinstance(s, dict) else str(s) for s in manifest.get("stages") or []
+        ],
+        "opset": manifest.get("opset"),
+        "max_length": manifest.get("max_length"),
+        "toolchain": manifest.get("toolchain"),
+        "params": manifest.get("params"),
+        "files": files,
+        "total_bytes": sum(files.values()),
+        "ops": ops,
+        "quantization": manifest.get("quantization"),
+        "fusion": manifest.get("fusion"),
+        "accuracy": manifest.get("accuracy"),
+        "latency": manifest.get("latency"),
+        "layers": layer_rows(manifest.get("structure")),
+    }
+
+
+def op_counts(model_path: Path) -> dict[str, int]:
+    """Node count per op type (with its domain when not the default one), largest first."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except (DecodeError, ValueError, OSError) as err:
+        raise ArtifactError(f"`{model_path}` is not an ONNX model ({str(err)[:200]}); re-export it") from None
+    counts = Counter(
+        f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type for n in model.graph.node
+    )
+    return dict(counts.most_common())
+
+
+def inspect_checkpoint(path: Path) -> dict[str, Any]:
+    """Per-layer heads and FFN width (from `compressor_structure`) and parameter counts, total and per layer."""
+    from compressor.models import count_parameters, encoder_layers, load_model, read_config
+    from compressor.prune.structure import is_pruned, structure_of
+
+    raw = read_config(path)  # a ModelError naming the file when config.json is not valid JSON
+    model, _ = load_model(path)
+    structure = structure_of(model)
+    layers = layer_rows(structure)
+    for row, layer in zip(layers, encoder_layers(model), strict=True):
+        row["params"] = sum(p.numel() for p in layer.parameters())
+    weights = path / "model.safetensors"
+    return {
+        "kind": "checkpoint",
+        "path": str(path),
+        "model_type": raw.get("model_type"),
+        "architectures": raw.get("architectures"),
+        "labels": {str(k): v for k, v in (raw.get("id2label") or {}).items()},
+        "pruned": is_pruned(structure),
+        "vocab": structure.get("vocab"),
+        "params": {"total": count_parameters(model), "encoder": count_parameters(model, encoder_only=True)},
+        "weights_bytes": weights.stat().st_size,
+        "layers": layers,
+    }
+
+
+def inspect_run(path: Path) -> dict[str, Any]:
+    """A pipeline run directory (finished or interrupted): its stages, their status and the final table."""
+    from compressor.report import summarise_run
+
+    stages = [p.name for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    return {"kind": "run", "path": str(path), "stages": stages, "report": summarise_run(path)}

@@ -1,0 +1,42 @@
+"""`dsee` (DSEE): low-rank plus sparse ΔW on q and v, the sparse support found data-free from W0.
+
+Public API: `DseeConfig`, `DseeLinear`, `inject_dsee`, `merge_dsee`, `find_support`/`decompose` (the support),
+and the optional post-training steps `dsee_head_scores` + `dsee_prune_heads_` (structured: remove the heads whose
+rows changed least) and `dsee_magnitude_prune_` (unstructured; also `unstructured_sparsity` in the config).
+"""
+
+from __future__ import annotations
+
+from compressor.methods.base import METHODS, Method
+from compressor.methods.dsee.config import SUPPORTS, DseeConfig
+from compressor.methods.dsee.layers import DseeLinear
+from compressor.methods.dsee.method import (
+    decompose,
+    default_heads_to_prune,
+    dsee_head_scores,
+    dsee_magnitude_prune_,
+    dsee_prune_heads_,
+    find_support,
+    inject_dsee,
+    merge_dsee,
+)
+
+__all__ = [
+    "SUPPORTS",
+    "DseeConfig",
+    "DseeLinear",
+    "decompose",
+    "default_heads_to_prune",
+    "dsee_head_scores",
+    "dsee_magnitude_prune_",
+    "dsee_prune_heads_",
+    "find_support",
+    "inject_dsee",
+    "merge_dsee",
+]
+
+# Our default lr, as for `lora`: only low-rank and sparse deltas train (DSEE's BERT-base runs used 2e-4 at
+# batch 32; MiniLM is smaller and moves less per step).
+METHODS.register(
+    "dsee", Method(config_cls=DseeConfig, inject=inject_dsee, merge=merge_dsee, prefix="dsee_", default_lr=5e-4)
+)

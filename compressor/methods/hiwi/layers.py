@@ -1,0 +1,83 @@
+"""HiWi layers: the bottleneck adapter g and the FFN linear whose parameters it rewrites, P' = P + g(P)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+from torch.nn.utils import skip_init
+
+ACTIVATION_MODULES = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+class HiwiAdapter(nn.Module):
+    """g(P) = up(act(down(P))) on each row of P; `up` starts at zero, so g = 0 and P' = P at step 0."""
+
+    def __init__(
+        self,
+        width: int,
+        bottleneck: int,
+        activation: str,
+        *,
+        generator: torch.Generator,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        super().__init__()
+        # skip_init: no draw from the global RNG; the seeded generator below makes inject reproducible
+        self.down = skip_init(nn.Linear, width, bottleneck, device=device, dtype=dtype)
+        self.act = ACTIVATION_MODULES[activation]()
+        self.up = skip_init(nn.Linear, bottleneck, width, device=device, dtype=dtype)
+        with torch.no_grad():
+            bound = 1 / math.sqrt(width)  # nn.Linear's default range, drawn from our generator
+            self.down.weight.copy_(
+                torch.empty_like(self.down.weight, device="cpu").uniform_(-bound, bound, generator=generator)
+            )
+            self.down.bias.copy_(
+                torch.empty_like(self.down.bias, device="cpu").uniform_(-bound, bound, generator=generator)
+            )
+            self.up.weight.zero_()
+            self.up.bias.zero_()
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.up(self.act(self.down(rows)))  # (n_rows, width) → (n_rows, width)
+
+
+class HiwiLinear(nn.Module):
+    """`base_layer` whose weight and/or bias go through their adapter before use: F.linear(x, W', b')."""
+
+    def __init__(self, base_layer: nn.Linear, hiwi_weight: HiwiAdapter | None, hiwi_bias: HiwiAdapter | None) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.hiwi_weight = hiwi_weight
+        self.hiwi_bias = hiwi_bias
+
+    def adapter_params(self) -> list[nn.Parameter]:
+        return [p for a in (self.hiwi_weight, self.hiwi_bias) if a is not None for p in a.parameters()]
+
+    def new_weight(self) -> torch.Tensor:
+        weight = self.base_layer.weight  # (out, in): each row is one input of g
+        return weight if self.hiwi_weight is None else weight + self.hiwi_weight(weight)
+
+    def new_bias(self) -> torch.Tensor | None:
+        bias = self.base_layer.bias
+        if self.hiwi_bias is None or bias is None:
+            return bias
+        return bias + self.hiwi_bias(bias.unsqueeze(0)).squeeze(0)  # the bias as one row: (1, out) → (out,)
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.new_weight() - self.base_layer.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.new_weight(), self.new_bias())
+
+    @torch.no_grad()
+    def merge_(self) -> nn.Linear:
+        """Compute P' once, write it over P, and return the plain linear (the adapters are dropped)."""
+        weight, bias = self.new_weight(), self.new_bias()
+        self.base_layer.weight.copy_(weight)
+        if bias is not None:
+            self.base_layer.bias.copy_(bias)
+        return self.base_layer

@@ -1,0 +1,101 @@
+"""HiWi: inject adapters over FFN parameters, merge P' = P + g(P) into them, and measure the stored delta."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compressor.errors import ModelError
+from compressor.methods.base import freeze_, unfreeze_classifier_
+from compressor.methods.hiwi.config import TARGETS, HiwiConfig
+from compressor.methods.hiwi.layers import HiwiAdapter, HiwiLinear
+from compressor.methods.targets import encoder_linears
+from compressor.models import set_module
+
+logger = logging.getLogger(__name__)
+
+
+def inject_hiwi(model: nn.Module, cfg: HiwiConfig) -> nn.Module:
+    """Freeze the model and give every targeted FFN tensor its own adapter; the adapters and the head train."""
+    if any(isinstance(m, HiwiLinear) for m in model.modules()):
+        raise ModelError("HiWi is already injected into this model")
+    freeze_(model)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    wanted: dict[str, list[str]] = {}  # role → ["weight", "bias"] in config order
+    for target in cfg.targets:
+        role, tensor = TARGETS[target]
+        wanted.setdefault(role, []).append(tensor)
+    linears = [
+        (name, linear, tensors) for role, tensors in wanted.items() for name, linear in encoder_linears(model, [role])
+    ]
+    if not linears:
+        raise ModelError("HiWi found no FFN linears to adapt (is every FFN neuron pruned?)")
+    for name, linear, tensors in linears:
+        if "bias" in tensors and linear.bias is None:
+            raise ModelError(f"HiWi targets the bias of `{name}`, which has none")
+        adapters = {}
+        for tensor in tensors:  # a weight (out, in) feeds rows of width `in`; a bias is one row of width `out`
+            width = linear.weight.shape[1] if tensor == "weight" else linear.bias.shape[0]
+            adapters[tensor] = HiwiAdapter(
+                width,
+                cfg.bottleneck,
+                cfg.activation,
+                generator=generator,
+                device=linear.weight.device,
+                dtype=linear.weight.dtype,
+            )
+        set_module(model, name, HiwiLinear(linear, adapters.get("weight"), adapters.get("bias")))
+    unfreeze_classifier_(model)
+    logger.info("HiWi: adapters on %s of %d FFN linears", "+".join(cfg.targets), len(linears))
+    return model
+
+
+def merge_hiwi(model: nn.Module) -> nn.Module:
+    """Replace each adapted P by P' = P + g(P) and drop the adapters."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, HiwiLinear):
+            set_module(model, name, module.merge_())
+    return model
+
+
+@torch.no_grad()
+def delta_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a merged HiWi model changes, under their stock names: every P' plus the trained head.
+
+    This, not the adapters, is what a HiWi run needs to ship: base model + these tensors = the merged model.
+    """
+    state: dict[str, torch.Tensor] = {}
+    adapter_ids = set()
+    for name, module in model.named_modules():
+        if isinstance(module, HiwiLinear):
+            adapter_ids.update(id(p) for p in module.adapter_params())
+            if module.hiwi_weight is not None:
+                state[f"{name}.weight"] = module.new_weight().detach().cpu().contiguous()
+            if module.hiwi_bias is not None:
+                state[f"{name}.bias"] = module.new_bias().detach().cpu().contiguous()
+    for name, param in model.named_parameters():
+        if param.requires_grad and id(param) not in adapter_ids:
+            state[name] = param.detach().cpu().contiguous()
+    return state
+
+
+@dataclass(frozen=True)
+class StoredDelta:
+    """Size of HiWi's stored delta (changed tensors only) against the model it applies to."""
+
+    params: int
+    model_params: int
+
+    @property
+    def fraction(self) -> float:
+        return self.params / max(self.model_params, 1)
+
+
+def stored_delta(model: nn.Module) -> StoredDelta:
+    """Parameters of `delta_state` vs the model's own parameters (adapters excluded), for an injected model."""
+    adapter_ids = {id(p) for m in model.modules() if isinstance(m, HiwiLinear) for p in m.adapter_params()}
+    own = sum(p.numel() for p in model.parameters() if id(p) not in adapter_ids)
+    return StoredDelta(sum(t.numel() for t in delta_state(model).values()), own)

@@ -1,0 +1,19 @@
+"""`pafi` (PaFi): sparse fine-tuning of the smallest-magnitude pretrained weights; merges with no new modules."""
+
+from __future__ import annotations
+
+from compressor.methods.base import METHODS, Method
+from compressor.methods.pafi.config import PafiConfig
+from compressor.methods.pafi.layers import PafiLinear
+from compressor.methods.pafi.method import inject_pafi, masked_entries, merge_pafi, select_mask, stored_bytes
+
+__all__ = ["PafiConfig", "PafiLinear", "inject_pafi", "masked_entries", "merge_pafi", "select_mask", "stored_bytes"]
+
+# Our default lr: a 0.5 % sparse update moves the model less per step than full fine-tuning, so it takes a
+# larger step size (PaFi's paper tunes it per task).
+METHODS.register(
+    "pafi", Method(
+        config_cls=PafiConfig, inject=inject_pafi, merge=merge_pafi, prefix="pafi_", default_lr=5e-4,
+        stored=lambda model: {"stored_bytes": stored_bytes(model), "masked_entries": masked_entries(model)},
+    )
+)

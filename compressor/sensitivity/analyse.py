@@ -1,0 +1,163 @@
+"""The `analyse` verb: score every head, FFN neuron and tensor, allocate a budget, write the report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.config import config_to_dict, save_json
+from compressor.errors import ConfigError
+from compressor.models import to_device
+from compressor.sensitivity.allocate import allocate
+from compressor.sensitivity.config import AnalyseConfig
+from compressor.sensitivity.cost import LayerShape, layer_shapes
+from compressor.sensitivity.latency import LatencyTable, latency_table
+from compressor.sensitivity.masks import make_batches
+from compressor.sensitivity.plan import Plan, fingerprint
+from compressor.sensitivity.report import save_heatmap, sensitivity_dict, table
+from compressor.sensitivity.scorers import SCORERS, Scores, run_scorer
+
+logger = logging.getLogger(__name__)
+
+SENSITIVITY_FILE = "sensitivity.json"
+HEATMAP_FILE = "heatmap.png"
+PLAN_FILE = "plan.json"
+LATENCY_FILE = "latency_table.json"
+
+
+@dataclass
+class AnalyseReport:
+    """Scores, the plan (None without a budget) and where the files went."""
+
+    config: AnalyseConfig
+    scores: Scores
+    shapes: list[LayerShape]
+    plan: Plan | None = None
+    latency: LatencyTable | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def table(self) -> Any:
+        """A rich Table of the scores and the plan, for the terminal."""
+        return table(self.scores, self.shapes, self.plan)
+
+    def summary(self) -> dict[str, Any]:
+        """What `compressor analyse --json` prints."""
+        return {
+            "scorer": self.scores.scorer,
+            "budget": self.config.budget,
+            "loss": self.scores.loss,
+            "layers": [
+                {"layer": s.index, "source": s.source, "heads": s.heads, "neurons": s.neurons} for s in self.shapes
+            ],
+            "plan": None
+            if self.plan is None
+            else {
+                "layers": self.plan.summary(),
+                "predicted": self.plan.predicted,
+                "dropped_layers": self.plan.dropped_layers,
+            },
+            "paths": {k: str(v) for k, v in self.paths.items()},
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def analyse(
+    model: nn.Module,
+    tokenizer: Any,
+    config: AnalyseConfig,
+    *,
+    data: Any = None,
+    out_dir: Path | None = None,
+    device: torch.device | str | None = None,
+) -> AnalyseReport:
+    """Score the model's heads, FFN neurons and tensors; turn the scores into a plan under the budget.
+
+    Args:
+        data: a LabelledData for every scorer but `magnitude`; `config.samples` examples are drawn with `seed`.
+        out_dir: when given, sensitivity.json, heatmap.png and plan.json are written there atomically (the whole
+            directory appears at once, replacing an existing one).
+    """
+    start = time.perf_counter()
+    model = to_device(model, device)
+    scorer = SCORERS.get(config.scorer)
+    batches = None
+    if scorer.needs_data:
+        if data is None:
+            raise ConfigError(f"scorer `{config.scorer}` needs labelled data; pass --data (or use --scorer magnitude)")
+        batches = make_batches(
+            tokenizer,
+            data,
+            samples=config.samples,
+            seq_len=_max_tokens(model, config.seq_len),
+            batch_size=config.batch_size,
+            seed=config.seed,
+            num_labels=int(model.config.num_labels),
+        )
+        logger.info("scoring with %s on %d examples", config.scorer, sum(len(b["labels"]) for b in batches))
+    scores = run_scorer(config.scorer, model, batches, config)
+    shapes = layer_shapes(model)
+    budget = config.parsed_budget
+    latency = None
+    if budget is not None and budget.metric == "latency":
+        cache = Path(config.latency_cache).expanduser() if config.latency_cache else None
+        latency = latency_table(model, seq_len=config.seq_len, threads=config.threads, cache_dir=cache)
+    plan = None
+    if budget is not None:
+        plan = allocate(
+            model,
+            scores,
+            budget,
+            seq_len=config.seq_len,
+            min_heads=config.min_heads,
+            min_neurons=config.min_neurons,
+            allow_layer_drop=config.allow_layer_drop,
+            latency=latency,
+        )
+    report = AnalyseReport(config=config, scores=scores, shapes=shapes, plan=plan, latency=latency)
+    if out_dir is not None:
+        report.paths = _write(report, model, Path(out_dir))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _max_tokens(model: nn.Module, seq_len: int) -> int:
+    """Truncation length: `seq_len`, but never past the model's position embeddings."""
+    return min(seq_len, int(getattr(model.config, "max_position_embeddings", seq_len)))
+
+
+def _write(report: AnalyseReport, model: nn.Module, out_dir: Path) -> dict[str, Path]:
+    from compressor.artifacts import atomic_dir
+
+    names = {"sensitivity": SENSITIVITY_FILE, "heatmap": HEATMAP_FILE}
+    with atomic_dir(out_dir) as tmp:
+        fp = fingerprint(model) | {"name_or_path": str(getattr(model.config, "_name_or_path", "") or "")}
+        save_json(
+            tmp / SENSITIVITY_FILE,
+            sensitivity_dict(
+                report.scores, report.shapes, report.plan, config=config_to_dict(report.config), model=fp
+            ),
+        )
+        save_heatmap(
+            tmp / HEATMAP_FILE,
+            report.scores,
+            report.shapes,
+            report.plan,
+            num_heads=int(model.config.num_attention_heads),
+        )
+        if report.plan is not None:
+            report.plan.save(tmp / PLAN_FILE)
+            names["plan"] = PLAN_FILE
+        if report.latency is not None:
+            save_json(tmp / LATENCY_FILE, report.latency.to_dict())
+            names["latency"] = LATENCY_FILE
+    paths = {key: out_dir / name for key, name in names.items()}
+    for key, path in paths.items():
+        logger.info("%s: %s", key, path)
+    return paths

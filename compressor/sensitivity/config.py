@@ -1,0 +1,139 @@
+"""`AnalyseConfig` and the budget string (`params=0.6`, `flops=0.5`, `latency-ms=4`).
+
+Kept free of torch so that the CLI can validate options before loading anything heavy.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from compressor.errors import ConfigError
+
+# The registered scorer names (compressor/sensitivity/__init__.py registers exactly these; a test checks it).
+SCORER_NAMES = ("fisher", "head-gradient", "magnitude", "taylor", "tensor-loss")
+BUDGET_KEYS = {"params": "params", "flops": "flops", "latency-ms": "latency", "latency_ms": "latency"}
+BUDGET_HELP = (
+    "exactly one of params=F (fraction of encoder parameters kept), flops=F (fraction of encoder FLOPs "
+    "kept at seq_len) or latency-ms=T (p50 target in ms on this CPU), or `none` for a report without a plan"
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One budget: `metric` is params, flops or latency; `value` a fraction kept (params, flops) or milliseconds."""
+
+    metric: str
+    value: float
+
+    @property
+    def is_fraction(self) -> bool:
+        return self.metric in ("params", "flops")
+
+    def __str__(self) -> str:
+        key = "latency-ms" if self.metric == "latency" else self.metric
+        return f"{key}={self.value:.10g}"
+
+
+def parse_budget(text: str) -> Budget:
+    """`"params=0.6"` → Budget("params", 0.6); a ConfigError naming `budget` for anything else."""
+    items = [item for item in re.split(r"[,\s]+", text.strip()) if item]
+    if not items:
+        raise ConfigError(f"`budget` is empty; give {BUDGET_HELP}")
+    parsed: list[tuple[str, str]] = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().lower()
+        if not sep or not raw.strip():
+            raise ConfigError(f"`budget` must look like KEY=VALUE (e.g. params=0.6); got {item!r}")
+        if key not in BUDGET_KEYS:
+            raise ConfigError(f"`budget`: unknown key `{key}`; use params=F, flops=F or latency-ms=T")
+        parsed.append((BUDGET_KEYS[key], raw.strip()))
+    if len(parsed) > 1:
+        keys = ", ".join(k for k, _ in parsed)
+        raise ConfigError(
+            f"`budget`: give exactly one of params=F, flops=F or latency-ms=T; got {len(parsed)} ({keys})"
+        )
+    metric, raw = parsed[0]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"`budget`: {metric} needs a number; got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"`budget`: {metric} needs a finite number; got {raw!r}")
+    if metric in ("params", "flops") and not 0 < value <= 1:
+        raise ConfigError(f"`budget`: {metric} is the fraction kept and must be in (0, 1]; got {value:g}")
+    if metric == "latency" and value <= 0:
+        raise ConfigError(f"`budget`: latency-ms is a target in milliseconds and must be positive; got {value:g}")
+    return Budget(metric, value)
+
+
+@dataclass(kw_only=True)
+class AnalyseConfig:
+    """What `analyse` scores, on how much data, and the budget its plan must meet."""
+
+    kind: ClassVar[str] = "analyse"
+    version: ClassVar[int] = 1
+
+    scorer: str = field(
+        default="head-gradient",
+        metadata={
+            "help": "Importance scorer: head-gradient (Michel et al. 2019), taylor (|θ·∂L/∂θ|), tensor-loss "
+            "(our proxy of Sensi-BERT's per-tensor ranking), fisher (Kwon et al. 2022) or magnitude (data-free)."
+        },
+    )
+    budget: str | None = field(default="params=0.6", metadata={"help": f"The plan's budget: {BUDGET_HELP}."})
+    samples: int = field(default=512, metadata={"help": "Labelled examples used for scoring (drawn with `seed`)."})
+    seq_len: int = field(
+        default=128,
+        metadata={
+            "help": "Max tokens per example when scoring, and the sequence length of the FLOPs and latency budgets."
+        },
+    )
+    batch_size: int = field(default=16, metadata={"help": "Examples per forward/backward pass while scoring."})
+    min_heads: int = field(
+        default=1, metadata={"help": "Heads every kept layer keeps at least (0 allowed: layers may lose all heads)."}
+    )
+    min_neurons: int = field(
+        default=1,
+        metadata={"help": "FFN neurons every kept layer keeps at least (0 allowed: a layer's FFN may vanish)."},
+    )
+    allow_layer_drop: bool = field(
+        default=False,
+        metadata={"help": "Drop whole layers with the lowest score per cost when that keeps more total importance."},
+    )
+    density: float = field(
+        default=0.5,
+        metadata={
+            "help": "tensor-loss only: fraction of each tensor's weights kept when it is magnitude-pruned alone."
+        },
+    )
+    threads: int = field(default=2, metadata={"help": "CPU threads for the latency cost table (latency-ms budget)."})
+    seed: int = field(default=0, metadata={"help": "Seed for drawing the scoring sample."})
+    latency_cache: str | None = field(
+        default=None,
+        metadata={"help": "Directory for the measured latency cost table (default: ~/.cache/compressor/latency)."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.scorer not in SCORER_NAMES:
+            raise ConfigError(f"`scorer` must be one of {', '.join(SCORER_NAMES)}; got {self.scorer!r}")
+        if self.budget is not None and self.budget.strip().lower() == "none":
+            self.budget = None
+        if self.budget is not None:
+            self.budget = str(parse_budget(self.budget))
+        for name in ("samples", "seq_len", "batch_size", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"`{name}` must be a positive integer; got {value!r}")
+        for name in ("min_heads", "min_neurons"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"`{name}` must be an integer >= 0; got {value!r}")
+        if not 0 < self.density < 1:
+            raise ConfigError(f"`density` must be in (0, 1); got {self.density!r}")
+
+    @property
+    def parsed_budget(self) -> Budget | None:
+        return None if self.budget is None else parse_budget(self.budget)

@@ -1,0 +1,192 @@
+"""A latency cost table measured once on this CPU: ms per head, per FFN neuron, per layer, and a base.
+
+We time random-weight copies of the model's architecture (1 or 2 layers, all / half / no heads and neurons,
+built with our own surgery so zero-head layers use the same `HeadlessAttention` a pruned model will) with torch
+at the given thread count, batch 1, and fit `t = base + layers·layer + heads·head + neurons·neuron` by least
+squares on the p50s. The table is cached as JSON keyed by shape, sequence length, threads, torch version and CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.errors import CompressorError
+from compressor.models import head_size
+from compressor.sensitivity.cost import UnitCosts
+
+logger = logging.getLogger(__name__)
+
+FLOOR_MS = 1e-6  # a fitted slope at or below zero is noise: clamp so that score per cost stays finite
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """Fitted p50 latency (ms) of an encoder's parts at `seq_len`, batch 1, `threads` threads."""
+
+    base_ms: float
+    per_layer_ms: float
+    per_head_ms: float
+    per_neuron_ms: float
+    seq_len: int
+    threads: int
+    key: dict[str, Any]
+
+    def costs(self) -> UnitCosts:
+        return UnitCosts("latency", self.per_head_ms, self.per_neuron_ms, self.per_layer_ms, self.base_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "compressor" / "latency"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def table_key(model: nn.Module, seq_len: int, threads: int) -> dict[str, Any]:
+    config = model.config
+    return {
+        "model_type": config.model_type,
+        "hidden_size": int(config.hidden_size),
+        "head_size": head_size(model),
+        "num_heads": int(config.num_attention_heads),
+        "intermediate_size": int(config.intermediate_size),
+        "hidden_act": str(config.hidden_act),
+        "seq_len": seq_len,
+        "threads": threads,
+        "torch": torch.__version__,
+        "cpu": _cpu_name(),
+    }
+
+
+def latency_table(
+    model: nn.Module,
+    *,
+    seq_len: int,
+    threads: int,
+    cache_dir: Path | None = None,
+    repeats: int = 20,
+) -> LatencyTable:
+    """The cost table for `model`'s architecture: read from the cache, else measured (a few seconds) and cached."""
+    key = table_key(model, seq_len, threads)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = (cache_dir or default_cache_dir()) / f"latency-{digest}.json"
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("key") == key:
+                logger.info("latency cost table from %s", path)
+                return LatencyTable(**data)
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
+            logger.warning("ignoring unreadable latency cache %s", path)
+    table = measure_latency_table(model, seq_len=seq_len, threads=threads, repeats=repeats)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(table.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as err:  # a read-only home must not stop the analysis
+        logger.warning("could not cache the latency table in %s (%s)", path, err)
+    return table
+
+
+def _probe_model(model: nn.Module, layers: int, heads: int, neurons: int) -> nn.Module:
+    """A random-weight copy of the architecture with `layers` layers of `heads` heads and `neurons` neurons."""
+    from transformers import AutoModelForSequenceClassification
+
+    from compressor.prune.surgery import prune_ffn_, prune_heads_
+
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = layers
+    config.vocab_size = 128  # the lookup cost does not depend on the vocabulary size
+    config.compressor_structure = None
+    probe = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
+    for i in range(layers):
+        prune_heads_(probe, i, list(range(heads)))
+        prune_ffn_(probe, i, list(range(neurons)))
+    return probe
+
+
+def _p50_ms(probe: nn.Module, seq_len: int, repeats: int) -> float:
+    seq_len = min(seq_len, int(getattr(probe.config, "max_position_embeddings", seq_len)))
+    ids = torch.randint(5, 128, (1, seq_len))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 3):
+            start = time.perf_counter()
+            probe(**inputs)
+            if i >= 3:  # warm-up
+                times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def measure_latency_table(model: nn.Module, *, seq_len: int, threads: int, repeats: int = 20) -> LatencyTable:
+    """Time probe models and fit the per-unit costs (see the module docstring)."""
+    heads, width = int(model.config.num_attention_heads), int(model.config.intermediate_size)
+    grid = [
+        (1, heads, width),
+        (1, 0, width),
+        (1, heads, 0),
+        (1, 0, 0),
+        (1, heads // 2, width // 2),
+        (2, heads, width),
+        (2, 0, 0),
+        (2, heads // 2, 0),
+    ]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    rows, times = [], []
+    try:
+        for layers, h, n in grid:
+            probe = _probe_model(model, layers, h, n)
+            times.append(_p50_ms(probe, seq_len, repeats))
+            rows.append([1.0, layers, layers * h, layers * n])
+    finally:
+        torch.set_num_threads(previous)
+    a = torch.tensor(rows, dtype=torch.float64)  # (configs, 4): base, layers, heads, neurons
+    t = torch.tensor(times, dtype=torch.float64).unsqueeze(1)  # (configs, 1)
+    solution = torch.linalg.lstsq(a, t).solution.squeeze(1)
+    base, per_layer, per_head, per_neuron = (float(x) for x in solution)
+    if not all(map(lambda x: x == x, (base, per_layer, per_head, per_neuron))):
+        raise CompressorError("latency measurement failed (the fit produced NaN); rerun on an idle machine")
+    table = LatencyTable(
+        base_ms=max(base, 0.0),
+        per_layer_ms=max(per_layer, 0.0),
+        per_head_ms=max(per_head, FLOOR_MS),
+        per_neuron_ms=max(per_neuron, FLOOR_MS),
+        seq_len=seq_len,
+        threads=threads,
+        key=table_key(model, seq_len, threads),
+    )
+    logger.info(
+        "latency cost table: base %.3f ms, layer %.3f ms, head %.4f ms, neuron %.6f ms",
+        table.base_ms,
+        table.per_layer_ms,
+        table.per_head_ms,
+        table.per_neuron_ms,
+    )
+    return table

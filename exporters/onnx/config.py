@@ -1,0 +1,95 @@
+"""The export stage's config and report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from compressor.errors import ConfigError
+from exporters.onnx.targets import TARGETS
+
+QUANTIZE_MODES = ("dynamic", "static", "none")
+FUSE_MODES = ("auto", "on", "off")
+MIN_OPSET, MAX_OPSET = 14, 20  # 14: ORT fusion patterns; 20: the TorchScript exporter's newest
+
+
+@dataclass(kw_only=True)
+class ExportConfig:
+    kind: ClassVar[str] = "export"
+    version: ClassVar[int] = 1
+
+    quantize: str = field(
+        default="dynamic", metadata={"help": "int8 quantization: dynamic, static (QDQ, calibrated) or none (fp32)."}
+    )
+    fuse: str = field(
+        default="auto",
+        metadata={"help": "ORT transformer fusion: auto (build both, keep the faster), on, or off."},
+    )
+    per_channel: bool = field(default=False, metadata={"help": "Quantize weights per output channel."})
+    reduce_range: bool | None = field(
+        default=None,
+        metadata={"help": "7-bit weights (for x86 CPUs without VNNI); default: from --optimize-for, else this CPU."},
+    )
+    gate: float = field(
+        default=0.99,
+        metadata={"help": "Minimum agreement of int8 with fp32 predictions; below it, nodes stay fp32 one by one."},
+    )
+    eval_samples: int = field(default=500, metadata={"help": "Sentences drawn from the evaluation data for the gate."})
+    calibration_samples: int = field(default=200, metadata={"help": "Sentences used to calibrate static int8."})
+    parity_atol: float | None = field(
+        default=None, metadata={"help": "Max |Δlogit| of fp32 ONNX vs PyTorch; default: the architecture's (1e-4)."}
+    )
+    opset: int | None = field(
+        default=None, metadata={"help": "ONNX opset; default: the architecture's (17 for BERT)."}
+    )
+    max_length: int = field(default=128, metadata={"help": "Tokenizer truncation length, stored in the artifact."})
+    optimize_for: str | None = field(
+        default=None, metadata={"help": f"CPU target: {', '.join(TARGETS)}; recorded and sets reduce_range."}
+    )
+    sparse_threshold: float | None = field(
+        default=0.9,
+        metadata={"help": "Store a weight sparsely when at least this fraction is zero (size only); none disables."},
+    )
+    strict: bool = field(default=False, metadata={"help": "Fail (not warn) when fused-op counts do not match."})
+    threads: int = field(default=2, metadata={"help": "Threads for the fused-vs-plain timing and recorded latency."})
+    batch: int = field(default=1, metadata={"help": "Batch size for the timing."})
+    seq_len: int = field(default=128, metadata={"help": "Sequence length for the timing."})
+    timing_runs: int = field(default=30, metadata={"help": "Timed runs per graph (after warm-up)."})
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE_MODES:
+            raise ConfigError(f"`quantize` must be one of {', '.join(QUANTIZE_MODES)}; got {self.quantize!r}")
+        if self.fuse not in FUSE_MODES:
+            raise ConfigError(f"`fuse` must be one of {', '.join(FUSE_MODES)}; got {self.fuse!r}")
+        if not 0.0 < self.gate <= 1.0:
+            raise ConfigError(f"`gate` must be in (0, 1], e.g. 0.99; got {self.gate!r}")
+        for name in ("eval_samples", "calibration_samples", "threads", "batch", "seq_len", "timing_runs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"`{name}` must be a positive integer; got {getattr(self, name)!r}")
+        if self.parity_atol is not None and not self.parity_atol > 0:
+            raise ConfigError(f"`parity_atol` must be positive; got {self.parity_atol!r}")
+        if self.opset is not None and not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise ConfigError(f"`opset` must be between {MIN_OPSET} and {MAX_OPSET}; got {self.opset!r}")
+        if self.max_length < 8:
+            raise ConfigError(f"`max_length` must be at least 8; got {self.max_length!r}")
+        if self.optimize_for is not None and self.optimize_for not in TARGETS:
+            raise ConfigError(f"`optimize_for` must be one of {', '.join(TARGETS)}; got {self.optimize_for!r}")
+        if self.sparse_threshold is not None and not 0.0 < self.sparse_threshold <= 1.0:
+            raise ConfigError(f"`sparse_threshold` must be in (0, 1]; got {self.sparse_threshold!r}")
+
+
+@dataclass
+class ExportReport:
+    """What `export_onnx` wrote and measured (the full record is `manifest`, also in compressor.json)."""
+
+    out_dir: Path
+    model_bytes: int
+    quantize: str
+    fusion_choice: str  # "plain" or "fused"
+    timings_ms: dict[str, float]  # p50 per candidate graph
+    parity_max_abs_diff: float
+    agreement: float | None  # int8 vs fp32 predictions; None without quantization
+    excluded_nodes: list[str]
+    accuracy: dict[str, Any] | None
+    manifest: dict[str, Any]

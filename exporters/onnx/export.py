@@ -1,0 +1,363 @@
+"""`export_onnx`: in-memory model → checked, fused-or-not, gated int8 ONNX artifact directory.
+
+The steps, in order: torch.onnx export (TorchScript exporter, dynamic batch and sequence) → fp32 parity with
+PyTorch → candidate graphs (plain and/or ORT-fused, fused-op counts checked) → int8 of each candidate behind the
+accuracy gate → timing, keep the faster → sparse storage → artifact written atomically with its manifest.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import onnx
+import torch
+
+from compressor.artifacts import atomic_dir, check_out_dir
+from compressor.errors import ConfigError, ExportError, ModelError, ParityError
+from compressor.models import count_parameters
+from compressor.prune.structure import ensure_structure
+from exporters.manifest import MODEL_NAME, write_manifest
+from exporters.onnx import optimize, sessions, sparse, validate
+from exporters.onnx.config import ExportConfig, ExportReport
+from exporters.onnx.quantize import GateResult, QuantSettings, quantize_with_gate
+from exporters.onnx.specs import EXPORT_SPECS, ExportSpec
+from exporters.onnx.targets import TARGETS, host_cpu, resolve_reduce_range
+
+logger = logging.getLogger(__name__)
+
+DISK_MARGIN = 64 << 20
+
+
+def spec_for(model: torch.nn.Module) -> ExportSpec:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in EXPORT_SPECS:
+        raise ModelError(f"no ONNX export spec for model type `{model_type}`; supported: {', '.join(EXPORT_SPECS)}")
+    return EXPORT_SPECS.get(model_type)
+
+
+def torch_to_onnx(model: torch.nn.Module, tokenizer: Any, spec: ExportSpec, path: Path, *, opset: int) -> None:
+    """Trace the in-memory model (pruned shapes included) to `path` with dynamic batch and sequence axes."""
+    feed = sessions.encode(
+        tokenizer,
+        ["a short one", "a longer sentence, so that the batch has padding"],
+        None,
+        spec.inputs,
+        max_length=32,
+    )
+    device = next(model.parameters()).device
+    kwargs = {name: torch.from_numpy(feed[name]).to(device) for name in spec.inputs}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, not gone
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        try:
+            torch.onnx.export(
+                model,
+                (),
+                str(path),
+                kwargs=kwargs,
+                input_names=list(spec.inputs),
+                output_names=list(spec.outputs),
+                dynamic_axes=spec.dynamic_axes(),
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except (RuntimeError, TypeError, torch.onnx.errors.OnnxExporterError) as err:
+            raise ExportError(f"torch.onnx export failed: {str(err).splitlines()[0][:300]}") from None
+    graph = onnx.load(str(path), load_external_data=False).graph
+    outputs = tuple(o.name for o in graph.output)
+    if outputs != spec.outputs:
+        raise ExportError(f"exported graph has outputs {outputs}; the {spec.model_type} spec expects {spec.outputs}")
+    logger.info("exported %s to ONNX (opset %d)", type(model).__name__, opset)
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    config: ExportConfig,
+    *,
+    out_dir: Path,
+    eval_data: Any | None = None,
+    calibration_texts: list[str] | None = None,
+    source: dict[str, Any] | None = None,
+    stages: list[dict[str, Any]] | None = None,
+) -> ExportReport:
+    """Export `model` to an ONNX artifact directory: parity-checked, fusion by measurement, gated int8.
+
+    Args:
+        out_dir: the artifact directory; written beside it and renamed into place, replacing an existing one only
+            on success (the CLI asks for --force first).
+        eval_data: LabelledData; its texts (a sample of `config.eval_samples`) drive parity and the int8 gate,
+            and its labels give the accuracy in the manifest.
+        calibration_texts: text for static int8 calibration (also the gate's sample when there is no eval data).
+        source: what the model came from (path, hash), recorded in the manifest.
+        stages: earlier stages' records (name and config) to carry into the manifest.
+    """
+    spec = spec_for(model)
+    opset = config.opset or spec.opset
+    atol = config.parity_atol or spec.atol
+    _check_lengths(model, config)
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, force=True)
+    _check_disk_space(model, out_dir)
+    structure = _structure(model)
+    sample = validate.eval_sample(eval_data, calibration_texts, config.eval_samples, model.config.id2label)
+    if config.quantize == "static" and not calibration_texts and eval_data is None:
+        logger.warning("static int8 without calibration data: calibrating on %d built-in sentences", len(sample))
+    settings = None
+    if config.quantize != "none":
+        reduce_range, why = resolve_reduce_range(config.reduce_range, config.optimize_for)
+        settings = QuantSettings(config.quantize, config.per_channel, reduce_range)
+        logger.info(
+            "int8 %s: per_channel=%s, reduce_range=%s (%s)", config.quantize, config.per_channel, reduce_range, why
+        )
+
+    with _eval_mode(model), atomic_dir(out_dir) as tmp:
+        work = tmp / ".work"
+        work.mkdir()
+        plain = work / "plain.onnx"
+        torch_to_onnx(model, tokenizer, spec, plain, opset=opset)
+        feeds = sessions.batches(tokenizer, sample.texts, sample.pairs, spec.inputs, max_length=config.max_length)
+        check_feeds = sessions.first_rows(feeds, validate.PARITY_ROWS)
+        torch_ref = validate.torch_logits(model, check_feeds)
+        parity = validate.check_parity(torch_ref, plain, check_feeds, atol=atol, what="fp32 ONNX")
+        fp32_logits = sessions.run_logits(sessions.make_session(plain, threads=config.threads), feeds)
+
+        candidates: dict[str, Path] = {}
+        fusion: dict[str, Any] = {"mode": config.fuse}
+        if config.fuse in ("off", "auto"):
+            candidates["plain"] = plain
+        if config.fuse in ("on", "auto"):
+            fused = _fused_candidate(
+                plain, work / "fused.onnx", spec, structure, config, torch_ref, check_feeds, atol, fusion
+            )
+            if fused is not None:
+                candidates["fused"] = fused
+
+        calibration = None
+        if config.quantize == "static":
+            texts = list(calibration_texts or sample.texts)[: config.calibration_samples]
+            calibration = sessions.batches(
+                tokenizer, texts, None, spec.inputs, max_length=config.max_length, batch_size=8
+            )
+        finals: dict[str, Path] = {}
+        gates: dict[str, GateResult] = {}
+        for name, path in candidates.items():
+            if settings is None:
+                finals[name] = path
+                continue
+            finals[name] = work / f"{name}.int8.onnx"
+            gates[name] = quantize_with_gate(
+                path,
+                finals[name],
+                settings,
+                gate=config.gate,
+                reference=fp32_logits,
+                feeds=feeds,
+                calibration=calibration,
+                threads=config.threads,
+                name=name,
+            )
+
+        feed = sessions.timing_feed(tokenizer, sample.texts, spec.inputs, batch=config.batch, seq_len=config.seq_len)
+        timings = sessions.time_graphs(finals, feed, threads=config.threads, runs=config.timing_runs)
+        choice = min(timings, key=lambda name: timings[name]["p50_ms"])
+        fusion.update(choice=choice, timings_ms={n: round(t["p50_ms"], 3) for n, t in timings.items()})
+        if len(timings) > 1:
+            logger.info(
+                "fusion: %s",
+                ", ".join(f"{n} {t['p50_ms']:.2f} ms" for n, t in timings.items())
+                + f" at batch {config.batch}, seq {config.seq_len}, {config.threads} threads → {choice}",
+            )
+
+        final = onnx.load(str(finals[choice]))
+        sparse_report = sparse.sparsify_(final, config.sparse_threshold) if config.sparse_threshold else None
+        onnx.save(final, str(tmp / MODEL_NAME))
+        gate = gates.get(choice)
+        final_logits = gate.logits if gate is not None else fp32_logits
+        if choice != "plain" and gate is None:
+            final_logits = sessions.run_logits(sessions.make_session(finals[choice]), feeds)
+        shutil.rmtree(work)
+
+        accuracy = None
+        if sample.labels is not None:
+            accuracy = {
+                "data": sample.source,
+                "samples": len(sample),
+                "fp32": validate.accuracy(fp32_logits, sample.labels),
+                "final": validate.accuracy(final_logits, sample.labels),
+            }
+        hf_config = copy.deepcopy(model.config)
+        hf_config.compressor_structure = structure
+        hf_config.architectures = [type(model).__name__]
+        hf_config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        manifest = {
+            "toolchain": _toolchain(),
+            "source": source or {},
+            "stages": [*(stages or []), {"stage": "export", "config": _config_record(config)}],
+            "structure": structure,
+            "params": {"total": count_parameters(model), "encoder": count_parameters(model, encoder_only=True)},
+            "quantization": _quantization_record(settings, config, gate),
+            "fusion": {
+                **fusion,
+                "measured_at": {
+                    "batch": config.batch,
+                    "seq_len": config.seq_len,
+                    "threads": config.threads,
+                    "runs": config.timing_runs,
+                },
+                "timed": f"final graphs ({config.quantize if settings else 'fp32'})",
+            },
+            "parity": {"max_abs_diff": parity, "atol": atol, "samples": len(torch_ref)},
+            "accuracy": accuracy,
+            "latency": {
+                **timings[choice],
+                "batch": config.batch,
+                "seq_len": config.seq_len,
+                "threads": config.threads,
+                "cpu": host_cpu(),
+            },
+            "sparse": _sparse_record(sparse_report, tmp / MODEL_NAME),
+            "target": {
+                "optimize_for": config.optimize_for,
+                "note": TARGETS[config.optimize_for].note if config.optimize_for else None,
+            },
+            "eval_sample": {"source": sample.source, "samples": len(sample)},
+            "opset": opset,
+            "max_length": config.max_length,
+            "inputs": list(spec.inputs),
+            "outputs": list(spec.outputs),
+        }
+        write_manifest(tmp, manifest)
+
+    model_bytes = (out_dir / MODEL_NAME).stat().st_size
+    logger.info("wrote %s (%.1f MB, %s, %s graph)", out_dir, model_bytes / 1e6, config.quantize, choice)
+    return ExportReport(
+        out_dir=out_dir,
+        model_bytes=model_bytes,
+        quantize=config.quantize,
+        fusion_choice=choice,
+        timings_ms=fusion["timings_ms"],
+        parity_max_abs_diff=parity,
+        agreement=gate.agreement if gate is not None else None,
+        excluded_nodes=list(gate.excluded_nodes) if gate is not None else [],
+        accuracy=accuracy,
+        manifest=manifest,
+    )
+
+
+def _fused_candidate(
+    plain: Path,
+    fused: Path,
+    spec: ExportSpec,
+    structure: dict[str, Any],
+    config: ExportConfig,
+    torch_ref: Any,
+    feeds: list[sessions.Feed],
+    atol: float,
+    record: dict[str, Any],
+) -> Path | None:
+    """The ORT-fused graph, op-counted and parity-checked; None when `auto` must fall back to the plain graph."""
+    optimize.fuse_graph(plain, fused, spec)
+    check = optimize.check_fused_ops(onnx.load(str(fused)), structure, spec)
+    record.update(fused_ops=check.counts, expected_fused_ops=check.expected, fused_op_problems=check.problems)
+    optimize.enforce(check, strict=config.strict)
+    try:
+        record["fused_parity"] = validate.check_parity(torch_ref, fused, feeds, atol=atol, what="fused fp32 ONNX")
+    except ParityError as err:
+        if config.fuse == "on":
+            raise
+        logger.warning("%s; keeping the plain graph", err)
+        record["fused_parity"] = str(err)
+        return None
+    return fused
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Export and check in eval mode (no dropout); give the caller's model back in the mode it had."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _structure(model: torch.nn.Module) -> dict[str, Any]:
+    """The model's structure (unpruned when never pruned), without touching the caller's config."""
+    return copy.deepcopy(ensure_structure(SimpleNamespace(config=copy.deepcopy(model.config))))
+
+
+def _check_lengths(model: torch.nn.Module, config: ExportConfig) -> None:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    for name in ("max_length", "seq_len"):
+        if limit is not None and getattr(config, name) > limit:
+            flag = name.replace("_", "-")
+            raise ConfigError(
+                f"`{name}` {getattr(config, name)} exceeds the model's {limit} positions; pass --{flag} {limit} "
+                "or less"
+            )
+
+
+def _check_disk_space(model: torch.nn.Module, out_dir: Path) -> None:
+    """Fail before any work when the candidates graphs and the artifact cannot fit on the disk."""
+    fp32_bytes = sum(p.numel() * 4 for p in model.parameters())
+    needed = 4 * fp32_bytes + DISK_MARGIN  # plain + fused fp32, their int8 versions, the final copy
+    probe = out_dir.parent if str(out_dir.parent) else Path(".")
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise ExportError(
+            f"export needs about {needed / 1e6:.0f} MB free next to --out `{out_dir}`; only {free / 1e6:.0f} MB "
+            f"are free on `{probe}`"
+        )
+
+
+def _toolchain() -> dict[str, str]:
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("compressor", "torch", "transformers", "onnx", "onnxruntime", "optimum", "optimum-onnx"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _config_record(config: ExportConfig) -> dict[str, Any]:
+    from compressor.config import config_to_dict
+
+    return config_to_dict(config)
+
+
+def _quantization_record(
+    settings: QuantSettings | None, config: ExportConfig, gate: GateResult | None
+) -> dict[str, Any]:
+    if settings is None:
+        return {"mode": "none"}
+    record = settings.describe()
+    record["optimize_for"] = config.optimize_for
+    record["gate"] = gate.describe() if gate is not None else None
+    return record
+
+
+def _sparse_record(report: sparse.SparseReport | None, model_path: Path) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    record = report.describe()
+    stored = model_path.stat().st_size
+    record.update(model_bytes=stored, model_bytes_dense=stored - report.stored_bytes + report.dense_bytes)
+    return record

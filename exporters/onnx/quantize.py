@@ -1,0 +1,279 @@
+"""int8 quantization with ONNX Runtime's quantizer, behind an accuracy gate.
+
+Dynamic int8 can collapse a model's accuracy without any warning (one outlier weight widens a tensor's scale
+until its other weights round to zero), so every int8 graph is compared with fp32 on real sentences. Below the
+gate, the node that adds the most output error stays fp32, then the next, until the predictions agree again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from compressor.errors import ExportError
+from exporters.onnx.sessions import Feed, first_rows, make_session, run_logits, with_outputs
+from exporters.onnx.validate import agreement
+
+logger = logging.getLogger(__name__)
+
+# DefaultTensorType: ORT's quantizer cannot infer the output types of contrib ops (Attention,
+# SkipLayerNormalization, …) in a fused graph and fails without it (optimum issue 2186).
+EXTRA_OPTIONS = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+STATIC_OP_TYPES = ("MatMul", "Gemm")  # static QDQ covers the weight projections; other ops stay fp32
+RANK_ROWS = 64  # rows used to rank nodes by output error
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    mode: str  # "dynamic" or "static"
+    per_channel: bool
+    reduce_range: bool
+
+    def describe(self) -> dict[str, Any]:
+        static = self.mode == "static"
+        return {
+            "mode": self.mode,
+            "format": "QDQ" if static else "QOperator",
+            "weight_type": "int8",
+            "activation_type": "uint8",
+            "op_types": list(STATIC_OP_TYPES) if static else "onnxruntime default",
+            "per_channel": self.per_channel,
+            "reduce_range": self.reduce_range,
+        }
+
+
+@dataclass
+class GateResult:
+    threshold: float
+    agreement: float
+    initial_agreement: float
+    samples: int
+    quantized_nodes: int
+    excluded_nodes: list[str] = field(default_factory=list)
+    ranking: list[dict[str, Any]] = field(default_factory=list)  # top nodes by added error, when the gate fired
+    logits: np.ndarray | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "agreement": self.agreement,
+            "initial_agreement": self.initial_agreement,
+            "samples": self.samples,
+            "passed": self.agreement >= self.threshold,
+            "quantized_nodes": self.quantized_nodes,
+            "excluded_nodes": self.excluded_nodes,
+            "ranking": self.ranking,
+        }
+
+
+@contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """ORT's quantizer logs progress and advice on the root logger; keep all but its errors out of our output."""
+
+    class _DropRootChatter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return record.name != "root" or record.levelno >= logging.ERROR
+
+    drop = _DropRootChatter()
+    logging.getLogger().addFilter(drop)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(drop)
+
+
+class _Calibration(CalibrationDataReader):
+    """Prepared feeds for ORT's calibrator (a fresh reader per quantization run)."""
+
+    def __init__(self, feeds: Sequence[Feed], input_names: Sequence[str]) -> None:
+        self._feeds = iter([{n: f[n] for n in input_names} for f in feeds])
+
+    def get_next(self) -> Feed | None:
+        return next(self._feeds, None)
+
+
+def quantize_graph(
+    src: Path,
+    dst: Path,
+    settings: QuantSettings,
+    *,
+    exclude: Sequence[str] = (),
+    calibration: Sequence[Feed] | None = None,
+) -> None:
+    """Write the int8 version of `src` to `dst`, keeping the `exclude` nodes in fp32."""
+    with _quiet_quantizer():
+        if settings.mode == "dynamic":
+            quantize_dynamic(
+                str(src),
+                str(dst),
+                per_channel=settings.per_channel,
+                reduce_range=settings.reduce_range,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=_exclusions(exclude),
+                extra_options=dict(EXTRA_OPTIONS),
+            )
+            return
+        if not calibration:
+            raise ExportError("static int8 needs calibration text; pass --calibration-data or --eval-data")
+        input_names = [i.name for i in onnx.load(str(src), load_external_data=False).graph.input]
+        reader = _Calibration(calibration, input_names)
+        # symbolic shape inference knows ORT's contrib ops, so a fused graph's tensors get types (and so
+        # calibration ranges); skip_optimization keeps node names, which `exclude` refers to
+        typed = dst.with_name(dst.stem + ".typed.onnx")
+        quant_pre_process(str(src), str(typed), skip_optimization=True, auto_merge=True)
+        quantize_static(
+            str(typed),
+            str(dst),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(STATIC_OP_TYPES),
+            per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=_exclusions(exclude),
+            extra_options={**EXTRA_OPTIONS, "ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+        typed.unlink()
+
+
+def quantized_nodes(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[str]:
+    """Names of fp32 nodes the quantizer replaced, or whose int8 twin reads a tensor fp32 does not have
+    (a quantized weight, or a DequantizeLinear output in QDQ)."""
+    known = {i.name for i in fp32.graph.initializer} | {i.name for i in fp32.graph.input}
+    known |= {out for n in fp32.graph.node for out in n.output}
+    int8_nodes = {n.name: n for n in int8.graph.node}
+    names = []
+    for node in fp32.graph.node:
+        if not node.name:
+            continue
+        twin = int8_nodes.get(node.name)
+        if twin is None and node.op_type == "Gemm":  # rewritten to MatMul `X_MatMul` + Add, maybe left fp32
+            matmul = int8_nodes.get(f"{node.name}_MatMul")
+            if matmul is not None and matmul.op_type == "MatMul":
+                continue
+        if twin is None or twin.op_type != node.op_type or any(i and i not in known for i in twin.input):
+            names.append(node.name)
+    return names
+
+
+def _exclusions(nodes: Sequence[str]) -> list[str]:
+    """Node names as ORT's quantizer sees them: it first rewrites each Gemm `X` into MatMul `X_MatMul` + Add."""
+    return [name for node in nodes for name in (node, f"{node}_MatMul")]
+
+
+def rank_nodes(fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Sequence[Feed]) -> list[tuple[str, float]]:
+    """Quantized nodes by the relative output error each adds (its output error minus its input's), worst first."""
+    candidates = quantized_nodes(fp32, int8)
+    constants = {i.name for i in fp32.graph.initializer} | {
+        out for n in fp32.graph.node if n.op_type == "Constant" for out in n.output
+    }
+    nodes = {n.name: n for n in fp32.graph.node}
+    wanted: dict[str, tuple[str, list[str]]] = {}
+    for name in candidates:
+        node = nodes[name]
+        wanted[name] = (node.output[0], [i for i in node.input if i and i not in constants])
+    in_int8 = {out for n in int8.graph.node for out in n.output} | {i.name for i in int8.graph.input}
+    tensors = sorted({t for out, ins in wanted.values() for t in [out, *ins]} & in_int8)
+    errors = _relative_errors(fp32, int8, tensors, feeds)
+    ranked = []
+    for name, (out, ins) in wanted.items():
+        added = errors.get(out, 0.0) - max((errors.get(t, 0.0) for t in ins), default=0.0)
+        ranked.append((name, float(added)))
+    ranked.sort(key=lambda item: item[1], reverse=True)
+    return ranked
+
+
+def _relative_errors(
+    fp32: onnx.ModelProto, int8: onnx.ModelProto, tensors: Sequence[str], feeds: Sequence[Feed]
+) -> dict[str, float]:
+    """Mean over channels (last axis) of ‖int8 − fp32‖ / ‖fp32‖ per float tensor, over all feeds.
+
+    Per channel, because one outlier channel would otherwise dominate the norm and hide that every other
+    channel of the same tensor was rounded to zero — the failure the gate exists for.
+    """
+    sessions = [make_session(with_outputs(m, tensors)) for m in (fp32, int8)]
+    diff_sq: dict[str, np.ndarray] = {}
+    ref_sq: dict[str, np.ndarray] = {}
+    for feed in feeds:
+        results = []
+        for session in sessions:
+            names = [o.name for o in session.get_outputs()]
+            values = session.run(names, {i.name: feed[i.name] for i in session.get_inputs()})
+            results.append(dict(zip(names, values, strict=True)))
+        for name in tensors:
+            a, b = results[0].get(name), results[1].get(name)
+            if not _comparable(a, b):
+                continue
+            a64 = a.astype(np.float64).reshape(-1, a.shape[-1])  # (rows, channels)
+            d64 = a64 - b.astype(np.float64).reshape(-1, a.shape[-1])
+            diff_sq[name] = diff_sq.get(name, 0.0) + np.sum(d64**2, axis=0)
+            ref_sq[name] = ref_sq.get(name, 0.0) + np.sum(a64**2, axis=0)
+    errors = {}
+    for name, diff in diff_sq.items():
+        live = ref_sq[name] > 0
+        if live.any():
+            errors[name] = float(np.mean(np.sqrt(diff[live] / ref_sq[name][live])))
+    return errors
+
+
+def _comparable(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Both float tensors of the same (non-scalar) shape: int8 graphs also hold integer tensors under fp32 names."""
+    if a is None or b is None or a.shape != b.shape or a.ndim == 0:
+        return False
+    return a.dtype.kind == "f" and b.dtype.kind == "f"
+
+
+def quantize_with_gate(
+    src: Path,
+    dst: Path,
+    settings: QuantSettings,
+    *,
+    gate: float,
+    reference: np.ndarray,
+    feeds: Sequence[Feed],
+    calibration: Sequence[Feed] | None = None,
+    threads: int | None = None,
+    name: str = "graph",
+) -> GateResult:
+    """Quantize `src`; while int8 agrees with `reference` on fewer than `gate` of the rows, keep one more node fp32.
+
+    Args:
+        reference: fp32 logits of the rows in `feeds` (the predictions int8 must reproduce).
+    """
+    quantize_graph(src, dst, settings, calibration=calibration)
+    logits = run_logits(make_session(dst, threads=threads), feeds)
+    first = agreement(reference, logits)
+    fp32, int8 = onnx.load(str(src)), onnx.load(str(dst))
+    result = GateResult(gate, first, first, len(reference), len(quantized_nodes(fp32, int8)), logits=logits)
+    logger.info(
+        "%s int8 (%s) agrees with fp32 on %.2f%% of %d sentences", name, settings.mode, 100 * first, len(reference)
+    )
+    if first >= gate:
+        return result
+    ranking = rank_nodes(fp32, int8, first_rows(feeds, RANK_ROWS))
+    result.ranking = [{"node": n, "added_error": round(e, 6)} for n, e in ranking[:10]]
+    logger.warning(
+        "%s int8 agreement %.4f is below the gate %.4f: keeping the most damaging nodes in fp32", name, first, gate
+    )
+    for node, error in ranking:
+        result.excluded_nodes.append(node)
+        quantize_graph(src, dst, settings, exclude=result.excluded_nodes, calibration=calibration)
+        logits = run_logits(make_session(dst, threads=threads), feeds)
+        result.agreement, result.logits = agreement(reference, logits), logits
+        logger.info("  fp32 %s (added error %.3g): agreement %.4f", node, error, result.agreement)
+        if result.agreement >= gate:
+            return result
+    raise ExportError(
+        f"int8 agreement with fp32 stays at {result.agreement:.4f}, below the gate {gate} even with all "
+        f"{len(ranking)} quantized nodes kept in fp32; export with --quantize none or lower --gate"
+    )

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from compressor.errors import ConfigError
+from compressor.models import load_model
+from compressor.prune.modules import RemappedEmbedding
+from tests.cli.test_predict import assert_one_line_error, run_cli
+from tests.models import encode, save_tiny_checkpoint, write_tiny_data
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("prune-cli")
+    return {
+        "ckpt": save_tiny_checkpoint(root / "ckpt", seed=1),
+        "train": write_tiny_data(root / "train.tsv", 24),
+        "val": write_tiny_data(root / "val.csv", 10, fmt="csv"),
+    }
+
+
+def test_prune_with_reconstruction_writes_a_loadable_checkpoint(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "pruned"
+    args = [
+        "prune",
+        str(files["ckpt"]),
+        "--heads",
+        "0.5",
+        "--ffn",
+        "0.3",
+        "--recover",
+        "reconstruct",
+        "--data",
+        str(files["train"]),
+        "--eval-data",
+        str(files["val"]),
+        "--samples",
+        "16",
+        "--out",
+        str(out),
+        "--json",
+        "-q",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["structure"] == [[0, 2, 26], [1, 2, 26]]
+    assert len(report["recovery"]["reconstruct"]["layers"]) == 2 and 0 <= report["eval_accuracy"] <= 1
+    model, tok = load_model(out)
+    assert model.bert.encoder.layer[1].attention.self.query.weight.shape == (16, 32)
+    assert model.config.compressor_structure["layers"][0]["intermediate"] == 26
+    with torch.no_grad():
+        assert model(**encode(tok)).logits.shape == (10, 2)
+
+
+def test_prune_vocab_reports_sizes_and_unknown_share(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "vocab"
+    result = CliRunner().invoke(
+        app,
+        [
+            "prune",
+            str(files["ckpt"]),
+            "--vocab",
+            str(files["train"]),
+            "--eval-data",
+            str(files["val"]),
+            "--out",
+            str(out),
+            "--json",
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    vocab = json.loads(result.stdout)["vocab"]
+    assert vocab["kept"] < vocab["source_size"] and vocab["model_bytes_after"] < vocab["model_bytes_before"]
+    assert vocab["validation_unknown_rate"] == 0.0  # validation sentences come from the same pool as training
+    model, _ = load_model(out)
+    assert isinstance(model.bert.embeddings.word_embeddings, RemappedEmbedding)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [(["--heads", "1.5"], "`heads`"), (["--ffn", "-0.2"], "`ffn`"), (["--iterations", "0"], "`iterations`")],
+)
+def test_bad_values_are_one_line_usage_errors(
+    files: dict[str, Path], tmp_path: Path, args: list[str], match: str, monkeypatch, capsys
+) -> None:  # noqa: ANN001
+    code, _, err = run_cli(["prune", str(files["ckpt"]), *args, "--out", str(tmp_path / "x")], monkeypatch, capsys)
+    assert_one_line_error(code, err, 2, match)
+    assert not (tmp_path / "x").exists()
+    result = CliRunner().invoke(app, ["prune", str(files["ckpt"]), *args, "--out", str(tmp_path / "x")])
+    assert isinstance(result.exception, ConfigError)
+
+
+def test_help_shows_an_example() -> None:
+    result = CliRunner().invoke(app, ["prune", "--help"])
+    assert result.exit_code == 0 and "Example: compressor prune" in result.output

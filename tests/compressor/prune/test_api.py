@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from compressor.data import load_data
+from compressor.errors import ConfigError
+from compressor.prune.api import PruneConfig, prune_, prune_by_fraction_
+from compressor.prune.schedule import count_schedule, kept_fractions
+from compressor.prune.structure import structure_of
+from compressor.sensitivity import AnalyseConfig, analyse, encoder_params
+from tests.models import encode, tiny_model, tiny_tokenizer, write_tiny_data
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"heads": 1.5}, "`heads`"),
+        ({"ffn": -0.1}, "`ffn`"),
+        ({"ffn": 1.0}, "`ffn`"),
+        ({"plan": "p.json", "heads": 0.2}, "not both"),
+        ({"recover": "magic"}, "`recover`"),
+        ({"iterations": 0}, "`iterations`"),
+        ({"schedule": "cosine"}, "`schedule`"),
+        ({"recover": "distill", "recover_steps": 2, "iterations": 3}, "`recover_steps`"),
+        ({"recover": "distill", "recover_method": "nope"}, "nope"),
+        ({"recover": "reconstruct", "recover_method": "lora"}, "`recover_method`"),
+        ({"lr": 2.0}, "`lr`"),
+        ({"samples": 0}, "`samples`"),
+    ],
+)
+def test_config_rejects_bad_values(values: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        PruneConfig(**values)
+
+
+def test_config_defaults_distill_steps() -> None:
+    assert PruneConfig(recover="distill").recover_steps == 500
+    assert PruneConfig(recover_steps=10).recover == "distill"
+
+
+@pytest.mark.parametrize("schedule", ["geometric", "linear"])
+def test_schedules_end_at_one_shot_counts(schedule: str) -> None:
+    for n, removed in ((12, 0.5), (37, 0.4), (4, 1.0), (1536, 0.7), (0, 0.5)):
+        counts = count_schedule(n, removed, 4, schedule)
+        assert counts[-1] == count_schedule(n, removed, 1, schedule)[0] == n - int(n * removed + 1e-9)
+        assert all(a >= b for a, b in zip([n, *counts], counts, strict=False))
+
+
+def test_geometric_keeps_the_same_share_each_step() -> None:
+    shares = kept_fractions(0.25, 2, "geometric")
+    assert shares == pytest.approx([0.5, 0.25])
+    assert kept_fractions(0.4, 3, "linear") == pytest.approx([0.8, 0.6, 0.4])
+    assert kept_fractions(0.0, 2, "geometric") == pytest.approx([0.5, 0.0])  # a geometric series never reaches 0
+
+
+def test_one_step_equals_prune_by_fraction() -> None:
+    reference = tiny_model(1)
+    prune_by_fraction_(reference, 0.5, 0.3)
+    model = tiny_model(1)
+    prune_(model, PruneConfig(heads=0.5, ffn=0.3))
+    assert structure_of(model) == structure_of(reference)
+
+
+def test_iterative_schedule_reaches_the_requested_structure(tmp_path: Path) -> None:
+    tok = tiny_tokenizer(tmp_path / "tok")
+    data = load_data(write_tiny_data(tmp_path / "train.tsv", 24))
+    model = tiny_model(2)
+    cfg = PruneConfig(heads=0.5, ffn=0.4, recover="reconstruct", iterations=3, schedule="linear", samples=16)
+    report = prune_(model, cfg, tokenizer=tok, data=data, quiet=True)
+    assert report.structure == [(0, 2, 23), (1, 2, 23)]
+    assert [r["structure"][0][1:] for r in report.iterations] == [(3, 32), (3, 28), (2, 23)]
+    params = [r["encoder_params"] for r in report.iterations]
+    assert params == sorted(params, reverse=True) and params[-1] == report.encoder_params_after
+    assert all("reconstruct" in r for r in report.iterations) and report.recovery == {
+        "reconstruct": report.iterations[-1]["reconstruct"]
+    }
+    with torch.no_grad():
+        assert torch.isfinite(model(**encode(tok)).logits).all()
+
+
+def test_iterative_plan_rescores_each_round_and_meets_its_budget(tmp_path: Path) -> None:
+    tok = tiny_tokenizer(tmp_path / "tok")
+    model = tiny_model(3)
+    analysed = analyse(
+        copy.deepcopy(model),
+        tok,
+        AnalyseConfig(scorer="magnitude", budget="params=0.5"),
+        out_dir=tmp_path / "analysis",
+    )
+    target = analysed.plan.predicted["params"]["after"]
+    start = encoder_params(model)
+    report = prune_(model, PruneConfig(plan=str(analysed.paths["plan"]), iterations=2), tokenizer=tok)
+    assert [r["rescored"]["scorer"] for r in report.iterations] == ["magnitude", "magnitude"]
+    assert report.iterations[0]["rescored"]["kept"] == pytest.approx(0.5**0.5, abs=0.03)  # geometric: √0.5 first
+    neuron_cost = 2 * model.config.hidden_size + 1
+    assert target - neuron_cost <= encoder_params(model) <= target + neuron_cost
+    assert encoder_params(model) < 0.55 * start

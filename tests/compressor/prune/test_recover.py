@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from compressor.data import load_data
+from compressor.methods.base import only_stock_modules
+from compressor.prune.api import PruneConfig, distill_, prune_by_fraction_
+from compressor.prune.recover import reconstruct_
+from compressor.prune.structure import structure_of
+from compressor.prune.surgery import drop_layers_, prune_ffn_, prune_heads_
+from compressor.train import distillation_loss, evaluate, kl_divergence
+from tests.models import NEGATIVE, POSITIVE, encode, tiny_model, tiny_tokenizer, write_tiny_data
+
+TEXTS = POSITIVE + NEGATIVE + ["the plot was not very good", "it is a lovely and fun story", "i hated the acting"]
+
+
+def _hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch, output_hidden_states=True).hidden_states[-1]
+
+
+def _masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    return float((a - b)[mask.bool()].pow(2).mean())
+
+
+def _pre_norm_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor], layer: int) -> list[torch.Tensor]:
+    """Inputs of layer `layer`'s two LayerNorms (attention, FFN): the pre-LayerNorm sums reconstruction matches."""
+    block = model.bert.encoder.layer[layer]
+    seen: list[torch.Tensor] = []
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+        for m in (block.attention.output.LayerNorm, block.output.LayerNorm)
+    ]
+    with torch.no_grad():
+        model(**batch)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_distillation_loss_is_zero_when_student_equals_teacher(tmp_path: Path) -> None:
+    model = tiny_model(0)
+    batch = encode(tiny_tokenizer(tmp_path))
+    with torch.no_grad():
+        outputs = model(**batch)
+        loss = distillation_loss(copy.deepcopy(model), weight=1.0, temperature=2.0)(model, batch, outputs)
+        shifted = outputs.logits + torch.tensor([1.0, -1.0])
+        assert float(loss) == pytest.approx(0.0, abs=1e-6)
+        assert float(kl_divergence(outputs.logits, shifted, 2.0)) > 1e-2  # and positive otherwise
+
+
+def test_reconstruct_lowers_the_output_error(tmp_path: Path) -> None:
+    tok = tiny_tokenizer(tmp_path)
+    teacher = tiny_model(3)
+    model = copy.deepcopy(teacher)
+    prune_by_fraction_(model, heads=0.5, ffn=0.5)
+    batch = encode(tok, TEXTS)
+    before = _masked_mse(_hidden(model, batch), _hidden(teacher, batch), batch["attention_mask"])
+    report = reconstruct_(model, teacher, tok, TEXTS, batch_size=4, quiet=True)
+    after = _masked_mse(_hidden(model, batch), _hidden(teacher, batch), batch["attention_mask"])
+    assert after < 0.9 * before
+    assert len(report["layers"]) == 2 and report["samples"] == len(TEXTS)
+    for entry in report["layers"]:
+        for part in ("attention", "ffn"):
+            assert entry[part]["after"] <= entry[part]["before"] + 1e-12
+    assert [e["units"] for e in (report["layers"][0]["attention"], report["layers"][0]["ffn"])] == [2, 19]
+
+
+def test_reconstruct_report_matches_the_folded_weights(tmp_path: Path) -> None:
+    """Layer 0 sees the same input in both models, so its reported errors can be measured directly."""
+    tok = tiny_tokenizer(tmp_path)
+    teacher = tiny_model(4)
+    model = copy.deepcopy(teacher)
+    prune_by_fraction_(model, heads=0.5, ffn=0.4)
+    batch = encode(tok, TEXTS)
+    mask = batch["attention_mask"]
+    t_attn, t_ffn = _pre_norm_sums(teacher, batch, 0)
+    s_attn, _ = _pre_norm_sums(model, batch, 0)
+    report = reconstruct_(model, teacher, tok, TEXTS, batch_size=3, quiet=True)["layers"][0]
+    r_attn, r_ffn = _pre_norm_sums(model, batch, 0)
+    assert _masked_mse(s_attn, t_attn, mask) == pytest.approx(report["attention"]["before"], rel=1e-3)
+    assert _masked_mse(r_attn, t_attn, mask) == pytest.approx(report["attention"]["after"], rel=1e-3)
+    assert _masked_mse(r_ffn, t_ffn, mask) == pytest.approx(report["ffn"]["after"], rel=1e-3)
+    assert report["ffn"]["after"] < report["ffn"]["before"]
+
+
+def test_reconstruct_keeps_an_unpruned_model(tmp_path: Path) -> None:
+    tok = tiny_tokenizer(tmp_path)
+    teacher = tiny_model(5)
+    model = copy.deepcopy(teacher)
+    report = reconstruct_(model, teacher, tok, TEXTS, quiet=True)
+    batch = encode(tok, TEXTS)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, teacher(**batch).logits, atol=1e-5, rtol=1e-5)
+    for entry in report["layers"]:
+        assert entry["attention"]["scale_min"] == pytest.approx(1.0, abs=1e-4)
+        assert entry["ffn"]["scale_max"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_reconstruct_handles_empty_and_dropped_layers(tmp_path: Path) -> None:
+    tok = tiny_tokenizer(tmp_path)
+    teacher = tiny_model(6, num_hidden_layers=4)
+    model = copy.deepcopy(teacher)
+    prune_heads_(model, 0, [])  # no heads left
+    prune_ffn_(model, 2, [])  # no FFN left
+    prune_heads_(model, 3, [1, 2])
+    drop_layers_(model, [0, 2, 3])
+    batch = encode(tok, TEXTS)
+    before = _masked_mse(_hidden(model, batch), _hidden(teacher, batch), batch["attention_mask"])
+    report = reconstruct_(model, teacher, tok, TEXTS, batch_size=4, quiet=True)
+    assert [(e["source"], e["teacher_layer"]) for e in report["layers"]] == [(0, 0), (2, 2), (3, 3)]
+    assert report["layers"][0]["attention"] is None and report["layers"][1]["ffn"] is None
+    assert report["layers"][2]["attention"]["units"] == 2
+    assert _masked_mse(_hidden(model, batch), _hidden(teacher, batch), batch["attention_mask"]) < before
+    assert [len(e["heads"]) for e in structure_of(model)["layers"]] == [0, 4, 2]
+
+
+def _train_quickly(model: torch.nn.Module, tok, data, steps: int = 15) -> torch.nn.Module:  # noqa: ANN001
+    """A few full-batch Adam steps, so that the teacher is worth distilling from (plain torch, about a second)."""
+    batch = dict(tok(data.texts, padding=True, return_tensors="pt"))
+    labels = torch.tensor(data.labels)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    """Tokenizer, train and validation data, and a teacher trained on them."""
+    root = tmp_path_factory.mktemp("distill")
+    tok = tiny_tokenizer(root / "tok")
+    train = load_data(write_tiny_data(root / "train.tsv", 64))
+    val = load_data(write_tiny_data(root / "val.tsv", 20))
+    torch.manual_seed(0)
+    return tok, train, val, _train_quickly(tiny_model(7), tok, train)
+
+
+def test_distillation_recovery_lowers_validation_loss(tiny_task: tuple, tmp_path: Path) -> None:
+    tok, train, val, teacher = tiny_task
+    model = copy.deepcopy(teacher)
+    prune_by_fraction_(model, heads=0.75, ffn=0.75)
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    before = evaluate(model, tok, val)["loss"]
+    assert before > evaluate(teacher, tok, val)["loss"]  # pruning hurt
+    cfg = PruneConfig(heads=0.75, ffn=0.75, recover="distill", recover_steps=20, lr=2e-3, batch_size=16, seed=0)
+    result = distill_(model, copy.deepcopy(teacher), tok, cfg, data=train, work_dir=tmp_path, quiet=True)
+    assert result["steps"] == 20 and result["method"] == "full"
+    assert evaluate(model, tok, val)["loss"] < 0.7 * before
+    assert {n: p.shape for n, p in model.named_parameters()} == shapes
+
+
+def test_distillation_with_a_peft_method_merges_back(tiny_task: tuple, tmp_path: Path) -> None:
+    tok, train, _, teacher = tiny_task
+    model = copy.deepcopy(teacher)
+    prune_by_fraction_(model, heads=0.5, ffn=0.25)
+    prune_heads_(model, 1, [])
+    query = model.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
+    cfg = PruneConfig(heads=0.5, recover="distill", recover_steps=5, recover_method="lora", lr=1e-2, batch_size=8)
+    result = distill_(model, copy.deepcopy(teacher), tok, cfg, data=train, work_dir=tmp_path, quiet=True)
+    assert result["method"] == "lora" and 0 < result["trainable"] < sum(p.numel() for p in model.parameters())
+    assert only_stock_modules(model) == []
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    layer0 = model.bert.encoder.layer[0].attention.self.query.weight
+    assert layer0.shape == query.shape and not torch.allclose(layer0, query)

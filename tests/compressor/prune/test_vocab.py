@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from compressor.errors import PruneError
+from compressor.models import load_model, save_model
+from compressor.prune.modules import RemappedEmbedding
+from compressor.prune.surgery import prune_heads_
+from compressor.prune.vocab import model_bytes, prune_vocab_, unknown_rate, used_token_ids
+from tests.models import POSITIVE, encode, tiny_model, tiny_tokenizer
+
+KEPT_TEXTS = POSITIVE  # the "training data" whose tokens are kept
+UNSEEN = "a bad movie"  # `bad` never occurs in POSITIVE
+
+
+def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def _pruned(tok) -> tuple[torch.nn.Module, torch.nn.Module, set[int]]:  # noqa: ANN001
+    reference, model = tiny_model(0), tiny_model(0)
+    keep = used_token_ids(tok, KEPT_TEXTS)
+    prune_vocab_(model, keep, tok.unk_token_id)
+    return reference, model, keep
+
+
+def test_kept_tokens_give_identical_logits(tmp_path: Path) -> None:
+    tok = tiny_tokenizer(tmp_path)
+    reference, model, keep = _pruned(tok)
+    batch = encode(tok, KEPT_TEXTS)
+    torch.testing.assert_close(_logits(model, batch), _logits(reference, batch), atol=1e-6, rtol=1e-6)
+    emb = model.bert.embeddings.word_embeddings
+    assert isinstance(emb, RemappedEmbedding) and emb.weight.shape == (len(keep), 32)
+    assert set(tok.all_special_ids) <= keep
+
+
+def test_unseen_tokens_map_to_unknown(tmp_path: Path) -> None:
+    tok = tiny_tokenizer(tmp_path)
+    reference, model, keep = _pruned(tok)
+    batch = encode(tok, [UNSEEN])
+    ids = batch["input_ids"][0].tolist()
+    assert [i in keep for i in ids] == [True, True, False, True, True]
+    as_unknown = dict(batch, input_ids=torch.tensor([[i if i in keep else tok.unk_token_id for i in ids]]))
+    torch.testing.assert_close(_logits(model, batch), _logits(reference, as_unknown), atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(_logits(reference, batch), _logits(reference, as_unknown))
+    assert unknown_rate(model, tok, [UNSEEN, "a great movie"]) == pytest.approx(1 / 10)
+    assert unknown_rate(reference, tok, [UNSEEN]) == 0.0
+
+
+def test_vocabulary_pruning_shrinks_and_round_trips(tmp_path: Path) -> None:
+    tok = tiny_tokenizer(tmp_path / "tok")
+    reference = tiny_model(0)
+    model = tiny_model(0)
+    prune_heads_(model, 1, [0, 3])
+    before = model_bytes(model)
+    report = prune_vocab_(model, used_token_ids(tok, KEPT_TEXTS), tok.unk_token_id)
+    assert report.embedding_bytes_after < report.embedding_bytes_before
+    assert before - model_bytes(model) == report.embedding_bytes_before - report.embedding_bytes_after
+    with pytest.raises(PruneError, match="already pruned"):
+        prune_vocab_(model, [0, 1], tok.unk_token_id)
+    save_model(model, tok, tmp_path / "ckpt")
+    loaded, _ = load_model(tmp_path / "ckpt")
+    batch = encode(tok, [*KEPT_TEXTS, UNSEEN])
+    torch.testing.assert_close(_logits(loaded, batch), _logits(model, batch), atol=1e-6, rtol=1e-6)
+    vocab = loaded.config.compressor_structure["vocab"]
+    assert vocab == {"source_size": reference.config.vocab_size, "kept": report.kept}
+    assert not torch.allclose(_logits(loaded, batch), _logits(reference, batch))  # heads really pruned
+
+
+def test_exported_graph_holds_the_id_map(tmp_path: Path) -> None:
+    """The remapping is part of the ONNX graph: the tokenizer's ids go in unchanged, unseen ones hit [UNK]."""
+    import onnxruntime as ort
+
+    from exporters.onnx.export import torch_to_onnx
+    from exporters.onnx.specs import EXPORT_SPECS
+
+    tok = tiny_tokenizer(tmp_path / "tok")
+    _, model, _ = _pruned(tok)
+    path = tmp_path / "model.onnx"
+    torch_to_onnx(model, tok, EXPORT_SPECS.get("bert"), path, opset=17)
+    graph = onnx.load(str(path)).graph
+    vocab = model.config.vocab_size
+    id_maps = [i for i in graph.initializer if list(i.dims) == [vocab] and i.data_type == onnx.TensorProto.INT64]
+    assert len(id_maps) == 1
+    assert any(node.op_type == "Gather" and id_maps[0].name in node.input for node in graph.node)
+    batch = encode(tok, [*KEPT_TEXTS, UNSEEN])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {i.name: batch[i.name].numpy().astype(np.int64) for i in session.get_inputs()}
+    np.testing.assert_allclose(session.run(["logits"], feed)[0], _logits(model, batch).numpy(), atol=1e-5)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compressor.errors import ConfigError
+from compressor.sensitivity import AnalyseConfig, Plan, analyse
+from compressor.sensitivity.cost import layer_shapes
+from tests.models import tiny_model
+
+
+def test_analyse_writes_report_heatmap_and_plan(tokenizer, data, out: Path) -> None:  # noqa: ANN001
+    model = tiny_model(num_hidden_layers=3)
+    config = AnalyseConfig(scorer="taylor", samples=16, batch_size=8, budget="flops=0.5", min_heads=0)
+    report = analyse(model, tokenizer, config, data=data, out_dir=out)
+    assert set(report.paths) == {"sensitivity", "heatmap", "plan"}
+    assert sorted(p.name for p in out.iterdir()) == ["heatmap.png", "plan.json", "sensitivity.json"]
+    assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((out / "sensitivity.json").read_text())
+    assert saved["scorer"] == "taylor" and saved["config"]["fields"]["budget"] == "flops=0.5"
+    assert [len(layer["heads"]["scores"]) for layer in saved["layers"]] == [4, 4, 4]
+    assert [layer["neurons"]["count"] for layer in saved["layers"]] == [37, 37, 37]
+    assert [t["rank"] for t in saved["tensors"]] == list(range(1, 19))
+    scores = [t["score"] for t in saved["tensors"]]
+    assert scores == sorted(scores, reverse=True)
+    assert Plan.load(out / "plan.json").to_dict() == report.plan.to_dict()
+    assert len(layer_shapes(model)) == 3  # analyse never prunes the model it scores
+    assert report.summary()["plan"]["predicted"]["flops"]["fraction"] <= 0.5
+    assert report.table().row_count == 3
+
+
+def test_analyse_without_budget_or_data(tokenizer, out: Path) -> None:  # noqa: ANN001
+    report = analyse(tiny_model(), tokenizer, AnalyseConfig(scorer="magnitude", budget="none"), out_dir=out)
+    assert report.plan is None and not (out / "plan.json").exists() and (out / "heatmap.png").is_file()
+    with pytest.raises(ConfigError, match="needs labelled data"):
+        analyse(tiny_model(), tokenizer, AnalyseConfig(scorer="fisher"))
+
+
+def test_failed_analysis_leaves_no_partial_output(tokenizer, data, out: Path) -> None:  # noqa: ANN001
+    config = AnalyseConfig(scorer="magnitude", budget="params=0.05", min_heads=4)
+    with pytest.raises(ConfigError, match="per-layer minimum"):
+        analyse(tiny_model(), tokenizer, config, data=data, out_dir=out)
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))

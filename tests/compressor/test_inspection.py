@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from compressor.errors import ConfigError
+from compressor.inspection import detect, inspect_path
+from compressor.models import count_parameters, load_model, save_model
+from compressor.prune.surgery import prune_ffn_, prune_heads_
+from tests.artifacts import build_tiny_artifact
+from tests.models import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_artifact(tmp_path_factory.mktemp("insp") / "artifact")
+
+
+def test_inspect_artifact(artifact: Path, tmp_path: Path) -> None:
+    info = inspect_path(artifact)
+    assert info["kind"] == "artifact" and info["integrity"] == "ok"
+    assert info["ops"]["MatMul"] >= 2 * 6  # q, k, v, o, ffn in, ffn out per layer (some may become Gemm)
+    assert info["ops"]["Softmax"] == 2  # one per layer
+    assert info["files"]["model.onnx"] == (artifact / "model.onnx").stat().st_size
+    assert info["total_bytes"] == sum(p.stat().st_size for p in artifact.iterdir())
+    assert info["opset"] == 17 and info["quantization"] == {"mode": "none"}
+
+    tampered = Path(shutil.copytree(artifact, tmp_path / "t"))
+    (tampered / "model.onnx").write_bytes((artifact / "model.onnx").read_bytes() + b"\x00")
+    info = inspect_path(tampered)
+    assert "does not match the hash" in info["integrity"] and "not an ONNX model" in info["integrity"]
+    assert info["ops"] == {}
+
+
+def test_inspect_pruned_checkpoint(tmp_path: Path) -> None:
+    model = tiny_model(0)
+    prune_heads_(model, 0, [1, 3])
+    prune_heads_(model, 1, [])  # a layer with no heads left
+    prune_ffn_(model, 1, list(range(10)))
+    save_model(model, tiny_tokenizer(tmp_path / "tok"), tmp_path / "ckpt")
+    info = inspect_path(tmp_path / "ckpt")
+    assert info["kind"] == "checkpoint" and info["pruned"] is True
+    assert [(r["heads"], r["intermediate"]) for r in info["layers"]] == [(2, 37), (0, 10)]
+    loaded, _ = load_model(tmp_path / "ckpt")
+    assert info["params"]["total"] == count_parameters(loaded) == count_parameters(model)
+    assert sum(r["params"] for r in info["layers"]) == info["params"]["encoder"]
+    assert info["layers"][1]["params"] < info["layers"][0]["params"]
+
+
+def test_inspect_run_and_unknown_dirs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "01-finetune").mkdir(parents=True)
+    (run / "recipe.json").write_text('{"name": "sst2-fast", "model": "minilm"}', encoding="utf-8")
+    info = inspect_path(run)  # an interrupted run: no report.md, no run.json yet
+    assert info["kind"] == "run" and info["stages"] == ["01-finetune"]
+    assert "sst2-fast" in info["report"] and "finetune" in info["report"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="not an artifact"):
+        detect(tmp_path / "empty")
+    with pytest.raises(ConfigError, match="not found"):
+        detect(tmp_path / "missing")

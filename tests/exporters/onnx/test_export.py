@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import json
+import os
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import exporters.onnx.export as export_module
+import exporters.onnx.validate as validate_module
+from compressor.errors import ConfigError, ExportError, ParityError
+from compressor.prune.structure import structure_of
+from compressor.prune.surgery import drop_layers_, prune_ffn_, prune_heads_
+from compressor.prune.vocab import prune_vocab_
+from exporters.manifest import read_manifest, verify_artifact
+from exporters.onnx import export_onnx
+from exporters.onnx.optimize import expected_fused_ops
+from exporters.onnx.sessions import make_session
+from tests.exporters.onnx.conftest import fast_config
+from tests.models import tiny_model
+
+TEXTS = ["a great movie", "i hated this film and the plot was so dull", "lovely", "not very good but fun"]
+
+
+def _torch_logits(model, tokenizer, texts):
+    with torch.no_grad():
+        return model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.numpy()
+
+
+def _onnx_logits(path: Path, tokenizer, texts):
+    session = make_session(path)
+    enc = tokenizer(texts, padding=True, return_tensors="np")
+    return session.run(None, {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()})[0]
+
+
+@pytest.fixture(scope="module")
+def fp32_artifact(tmp_path_factory, tokenizer):
+    model = tiny_model(1)
+    model.train()  # the verb must export in eval mode and hand the model back as it was
+    out = tmp_path_factory.mktemp("fp32") / "artifact"
+    report = export_onnx(model, tokenizer, fast_config(quantize="none", fuse="off"), out_dir=out)
+    training_after = model.training
+    model.eval()
+    return model, report, training_after
+
+
+def test_fp32_export_matches_pytorch_with_dynamic_batch_and_sequence(fp32_artifact, tokenizer) -> None:
+    model, report, _ = fp32_artifact
+    assert report.parity_max_abs_diff <= 1e-4
+    for texts in (TEXTS, TEXTS[:1], TEXTS * 3):  # batch 4, 1, 12 and their own sequence lengths
+        np.testing.assert_allclose(
+            _onnx_logits(report.out_dir / "model.onnx", tokenizer, texts),
+            _torch_logits(model, tokenizer, texts),
+            atol=1e-4,
+            rtol=0,
+        )
+
+
+def test_artifact_directory_holds_model_config_tokenizer_and_a_verified_manifest(fp32_artifact) -> None:
+    model, report, _ = fp32_artifact
+    files = {p.name for p in report.out_dir.iterdir()}
+    assert {"model.onnx", "config.json", "tokenizer.json", "compressor.json"} <= files
+    assert not [name for name in files if name.startswith(".")]  # no work files left behind
+    manifest = verify_artifact(report.out_dir)  # sha256 of model.onnx matches
+    assert manifest["opset"] == 17 and manifest["max_length"] == 64
+    assert manifest["quantization"] == {"mode": "none"}
+    assert manifest["params"]["total"] == sum(p.numel() for p in model.parameters())
+    assert manifest["stages"][-1]["stage"] == "export"
+    assert manifest["stages"][-1]["config"]["fields"]["quantize"] == "none"
+    assert manifest["toolchain"]["onnxruntime"] and manifest["toolchain"]["torch"]
+    assert manifest["latency"]["p50_ms"] > 0
+    graph = onnx.load(str(report.out_dir / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    dims = [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence"]
+    config = json.loads((report.out_dir / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert len(config["compressor_structure"]["layers"]) == 2
+
+
+def test_export_leaves_the_callers_model_as_it_was(fp32_artifact) -> None:
+    model, _, training_after = fp32_artifact
+    assert training_after  # it was in train mode before the export
+    assert getattr(model.config, "compressor_structure", None) is None
+
+
+def test_optimum_loads_the_artifact_and_gives_the_same_logits(fp32_artifact, tokenizer) -> None:
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+
+    model, report, _ = fp32_artifact
+    ort_model = ORTModelForSequenceClassification.from_pretrained(report.out_dir)
+    logits = ort_model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
+    np.testing.assert_allclose(np.asarray(logits), _torch_logits(model, tokenizer, TEXTS), atol=1e-4, rtol=0)
+    assert ort_model.config.id2label == {0: "negative", 1: "positive"}
+
+
+def _pruned_model():
+    model = tiny_model(2, num_hidden_layers=4)
+    prune_heads_(model, 0, [1, 3])
+    prune_heads_(model, 1, [])  # a layer with 0 heads
+    prune_ffn_(model, 0, [2, 5, 7])
+    prune_ffn_(model, 2, [])  # a layer with 0 FFN neurons
+    drop_layers_(model, [0, 1, 2])  # a dropped layer
+    return model
+
+
+def test_pruned_model_exports_with_parity_and_complete_fusion(tokenizer, out_dir) -> None:
+    model = _pruned_model()
+    keep = tokenizer.convert_tokens_to_ids(["[PAD]", "[CLS]", "[SEP]", "a", "great", "movie", "i", "hated"])
+    prune_vocab_(model, keep, tokenizer.unk_token_id)  # a pruned vocabulary: other words map to [UNK]'s row
+    report = export_onnx(model, tokenizer, fast_config(quantize="none", fuse="on"), out_dir=out_dir)
+    assert report.fusion_choice == "fused"
+    np.testing.assert_allclose(
+        _onnx_logits(out_dir / "model.onnx", tokenizer, TEXTS), _torch_logits(model, tokenizer, TEXTS), atol=1e-4
+    )
+    fusion = report.manifest["fusion"]
+    assert fusion["fused_op_problems"] == []
+    assert fusion["expected_fused_ops"] == {"attention": 2, "gelu": 2, "skip_layer_norm": 4}
+    assert fusion["expected_fused_ops"] == expected_fused_ops(structure_of(model))
+    assert report.manifest["structure"]["vocab"] == {"source_size": tokenizer.vocab_size, "kept": len(keep) + 1}
+
+
+def test_parity_failure_raises_with_the_measured_value_and_leaves_no_directory(
+    tokenizer, out_dir, monkeypatch
+) -> None:
+    real = validate_module.torch_logits
+    monkeypatch.setattr(validate_module, "torch_logits", lambda model, feeds: real(model, feeds) + 0.25)
+    with pytest.raises(ParityError, match=r"max \|Δlogit\| = 0\.25"):
+        export_onnx(tiny_model(), tokenizer, fast_config(quantize="none", fuse="off"), out_dir=out_dir)
+    assert not out_dir.exists()
+    assert os.listdir(out_dir.parent) == []  # no temporary sibling left either
+
+
+def test_failed_export_keeps_the_previous_artifact(tokenizer, out_dir, monkeypatch) -> None:
+    out_dir.mkdir()
+    (out_dir / "previous.txt").write_text("kept")
+    monkeypatch.setattr(validate_module, "max_abs_diff", lambda a, b: 1.0)
+    with pytest.raises(ParityError):
+        export_onnx(tiny_model(), tokenizer, fast_config(quantize="none", fuse="off"), out_dir=out_dir)
+    assert [p.name for p in out_dir.iterdir()] == ["previous.txt"]
+
+
+def test_auto_fusion_times_both_graphs_and_keeps_the_faster(tokenizer, sentences, out_dir) -> None:
+    report = export_onnx(
+        tiny_model(), tokenizer, fast_config(fuse="auto"), out_dir=out_dir, calibration_texts=sentences
+    )
+    fusion = report.manifest["fusion"]
+    assert set(fusion["timings_ms"]) == {"plain", "fused"}
+    assert fusion["choice"] == min(fusion["timings_ms"], key=fusion["timings_ms"].get) == report.fusion_choice
+    assert fusion["timed"] == "final graphs (dynamic)"
+    gate = report.manifest["quantization"]["gate"]
+    assert gate["passed"] and gate["agreement"] >= 0.99 and gate["excluded_nodes"] == []
+    assert gate["samples"] == len(sentences)
+    ops = {n.op_type for n in onnx.load(str(out_dir / "model.onnx")).graph.node}
+    assert "MatMulInteger" in ops or "QAttention" in ops  # the kept graph is the int8 one
+
+
+def test_labelled_eval_data_gives_accuracy(tokenizer, tmp_path, out_dir) -> None:
+    from compressor.data import load_data
+    from tests.models import write_tiny_data
+
+    data = load_data(write_tiny_data(tmp_path / "eval.tsv", 20))
+    report = export_onnx(tiny_model(), tokenizer, fast_config(fuse="off"), out_dir=out_dir, eval_data=data)
+    accuracy = read_manifest(out_dir)["accuracy"]
+    assert accuracy["samples"] == 20 and 0.0 <= accuracy["final"] <= 1.0
+    assert report.accuracy == accuracy
+
+
+def test_not_enough_disk_space_fails_before_any_work(tokenizer, out_dir, monkeypatch) -> None:
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(export_module.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(ExportError, match="MB free"):
+        export_onnx(tiny_model(), tokenizer, fast_config(), out_dir=out_dir)
+    assert not out_dir.exists()
+
+
+def test_max_length_beyond_the_models_positions_is_a_config_error(tokenizer, out_dir) -> None:
+    with pytest.raises(ConfigError, match="max_length"):
+        export_onnx(tiny_model(), tokenizer, fast_config(max_length=128), out_dir=out_dir)

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import exporters.onnx.quantize as quantize_module
+from compressor.errors import ExportError
+from exporters.onnx import export_onnx
+from exporters.onnx.export import torch_to_onnx
+from exporters.onnx.quantize import QuantSettings, quantize_graph, quantized_nodes
+from exporters.onnx.specs import EXPORT_SPECS
+from tests.exporters.onnx.conftest import fast_config
+from tests.models import tiny_model
+
+POOLER = "/bert/pooler/dense/Gemm"
+
+
+def _outlier_model() -> torch.nn.Module:
+    """Wide enough weights that predictions vary by input; one outlier in the pooler.
+
+    With per-tensor int8 the outlier sets the pooler's scale so that every other pooler weight rounds to
+    zero: int8 predictions collapse while fp32 ones do not.
+    """
+    model = tiny_model(0, initializer_range=0.5)
+    with torch.no_grad():
+        model.bert.pooler.dense.weight[5, 3] = 200.0
+    return model
+
+
+def test_gate_keeps_the_outlier_node_in_fp32_until_predictions_agree(tokenizer, sentences, out_dir) -> None:
+    config = fast_config(fuse="off", gate=0.9)
+    report = export_onnx(_outlier_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    gate = report.manifest["quantization"]["gate"]
+    assert gate["initial_agreement"] < 0.9 <= gate["agreement"] == report.agreement
+    assert report.excluded_nodes[0] == POOLER  # ranked first by the error it adds
+    assert gate["excluded_nodes"] == report.excluded_nodes
+    assert gate["ranking"][0]["node"] == POOLER
+    names = {n.name for n in onnx.load(str(out_dir / "model.onnx")).graph.node}
+    assert not any(name.startswith(POOLER) and name.endswith("_quant") for name in names)  # stayed fp32
+    assert any(name.endswith("_quant") for name in names)  # the rest is still int8
+
+
+def test_excluding_a_gemm_keeps_it_fp32(tokenizer, tmp_path: Path) -> None:
+    fp32 = tmp_path / "model.onnx"
+    torch_to_onnx(tiny_model(), tokenizer, EXPORT_SPECS.get("bert"), fp32, opset=17)
+    settings = QuantSettings("dynamic", per_channel=False, reduce_range=False)
+    quantize_graph(fp32, tmp_path / "all.onnx", settings)
+    quantize_graph(fp32, tmp_path / "kept.onnx", settings, exclude=["/classifier/Gemm"])
+    source = onnx.load(str(fp32))
+    assert "/classifier/Gemm" in quantized_nodes(source, onnx.load(str(tmp_path / "all.onnx")))
+    kept = quantized_nodes(source, onnx.load(str(tmp_path / "kept.onnx")))
+    assert "/classifier/Gemm" not in kept and POOLER in kept
+
+
+def test_unreachable_gate_is_an_error(tokenizer, sentences, out_dir, monkeypatch) -> None:
+    monkeypatch.setattr(quantize_module, "agreement", lambda reference, logits: 0.5)
+    with pytest.raises(ExportError, match="below the gate 0.99"):
+        export_onnx(tiny_model(), tokenizer, fast_config(fuse="off"), out_dir=out_dir, calibration_texts=sentences)
+    assert not out_dir.exists()
+
+
+def test_static_int8_runs_with_calibration(tokenizer, sentences, out_dir) -> None:
+    config = fast_config(quantize="static", fuse="off", per_channel=True)
+    report = export_onnx(tiny_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    quantization = report.manifest["quantization"]
+    assert quantization["format"] == "QDQ" and quantization["per_channel"] is True
+    assert quantization["gate"]["passed"] and quantization["gate"]["quantized_nodes"] > 0
+    ops = [n.op_type for n in onnx.load(str(out_dir / "model.onnx")).graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
+
+
+def test_static_int8_quantizes_a_fused_graph(tokenizer, sentences, out_dir) -> None:
+    config = fast_config(quantize="static", fuse="on")
+    report = export_onnx(tiny_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    assert report.fusion_choice == "fused"
+    ops = [n.op_type for n in onnx.load(str(out_dir / "model.onnx")).graph.node]
+    assert "Attention" in ops and "DequantizeLinear" in ops
+
+
+def test_rank_uses_per_channel_error_so_an_outlier_channel_does_not_hide_the_rest(tokenizer, tmp_path) -> None:
+    from exporters.onnx.quantize import rank_nodes
+    from exporters.onnx.sessions import batches
+    from tests.exporters.onnx.conftest import random_sentences
+
+    spec = EXPORT_SPECS.get("bert")
+    fp32 = tmp_path / "model.onnx"
+    torch_to_onnx(_outlier_model(), tokenizer, spec, fp32, opset=17)
+    quantize_graph(fp32, tmp_path / "int8.onnx", QuantSettings("dynamic", False, False))
+    feeds = batches(tokenizer, random_sentences(16), None, spec.inputs, max_length=64)
+    ranking = rank_nodes(onnx.load(str(fp32)), onnx.load(str(tmp_path / "int8.onnx")), feeds)
+    assert ranking[0][0] == POOLER
+    assert ranking[0][1] > 0.5 > ranking[1][1]  # most pooler channels are lost entirely
+    assert np.isfinite([error for _, error in ranking]).all()

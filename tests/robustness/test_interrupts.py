@@ -1,0 +1,163 @@
+"""Interruptions, in real subprocesses: Ctrl-C (SIGINT) during fine-tuning and during export, and SIGKILL during
+export. Either the old state or the new one, never a half-written output; an interrupted fine-tune resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.robustness.harness import Result, expect_success, leftovers, record
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 240  # seconds; generous: the machine is shared
+EXPORT_ARGS = ("--quantize", "dynamic", "--fuse", "auto", "--max-length", "32", "--seq-len", "16", "-q")
+
+
+def _start(args: list[object]) -> subprocess.Popen:
+    env = os.environ | {"PYTHONPATH": str(ROOT), "COMPRESSOR_DEBUG": "0", "OMP_NUM_THREADS": "1"}  # see conftest
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for(proc: subprocess.Popen, ready: Callable[[], bool], what: str) -> None:
+    """Poll until `ready()`; fail with the process's output if it exits or takes too long first."""
+    deadline = time.monotonic() + TIMEOUT
+    while not ready():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the process ended (exit {proc.returncode}) before {what}:\n{err[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=TIMEOUT)
+    return proc.returncode, out, err
+
+
+def _temporaries(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f".{out.name}.tmp-*"))
+
+
+def _expect_interrupted(code: int, err: str, out: Path, case: str, args: list[object]) -> None:
+    assert "Traceback" not in err, err[-3000:]
+    assert code == 130, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith("Interrupted:") and "rerun" in lines[-1], err[-3000:]
+    assert not out.exists() and _temporaries(out) == [], leftovers(out)
+    record(case, Result([str(a) for a in args], code, "", err), lines[-1])
+
+
+def test_sigint_during_finetune_then_resume(cli, tmp_path: Path, ckpt: Path, train_tsv: Path) -> None:
+    out = tmp_path / "run"
+    args = [
+        "finetune",
+        ckpt,
+        "--data",
+        train_tsv,
+        "--out",
+        out,
+        "--max-steps",
+        "120",
+        "--save-steps",
+        "5",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "32",
+        "-q",
+    ]
+    checkpoints = tmp_path / ".run.partial" / "checkpoints"
+    proc = _start(args)
+    _wait_for(proc, lambda: any(checkpoints.glob("checkpoint-*/trainer_state.json")), "the first checkpoint")
+    proc.send_signal(signal.SIGINT)
+    code, _, err = _finish(proc)
+    _expect_interrupted(code, err, out, "Ctrl-C (SIGINT) during finetune", args)
+    assert any(checkpoints.glob("checkpoint-*")), "the checkpoints for --resume must survive the interrupt"
+
+    result = cli(*[a for a in args if a != "-q"], "--resume", "--json")
+    expect_success(
+        result,
+        case="finetune --resume after Ctrl-C",
+        note="continues from the last complete checkpoint and writes --out whole",
+    )
+    assert "resuming from" in result.err and "checkpoint-" in result.err
+    assert json.loads(result.out)["steps"] == 120
+    assert (out / "adapter.safetensors").is_file()
+    assert leftovers(out) == ["run"]  # the checkpoints are removed once the run is complete
+
+
+def test_resume_skips_a_checkpoint_cut_short(tmp_path: Path) -> None:
+    """A kill while the Trainer saves leaves a checkpoint without trainer_state.json: resume uses the one before."""
+    from compressor.train import _last_checkpoint
+
+    for step, complete in ((10, True), (20, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}", encoding="utf-8")
+    assert _last_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
+
+
+def test_sigint_during_export(tmp_path: Path, ckpt: Path) -> None:
+    out = tmp_path / "artifact"
+    args = ["export", ckpt, "--out", out, *EXPORT_ARGS]
+    proc = _start(args)
+    _wait_for(proc, lambda: bool(_temporaries(out)), "the export to start writing")
+    proc.send_signal(signal.SIGINT)
+    code, _, err = _finish(proc)
+    _expect_interrupted(code, err, out, "Ctrl-C (SIGINT) during export", args)
+
+
+def test_sigkill_during_export_leaves_no_artifact(cli, tmp_path: Path, ckpt: Path) -> None:
+    out = tmp_path / "artifact"
+    args = ["export", ckpt, "--out", out, *EXPORT_ARGS]
+    proc = _start(args)
+    _wait_for(proc, lambda: bool(_temporaries(out)), "the export to start writing")
+    proc.kill()
+    proc.communicate(timeout=TIMEOUT)
+    assert not out.exists()  # never a half artifact under the real name
+    assert [p.name.split("-")[1] for p in _temporaries(out)] == [str(proc.pid)]  # only hidden, tagged with its PID
+    record(
+        "SIGKILL during export",
+        Result([str(a) for a in args], proc.returncode, "", ""),
+        "(killed: no message) no --out; only a hidden `.artifact.tmp-PID-*` directory, removed by the next write",
+    )
+
+    result = cli(
+        "export",
+        ckpt,
+        "--out",
+        out,
+        "--quantize",
+        "none",
+        "--fuse",
+        "off",
+        "--max-length",
+        "32",
+        "--seq-len",
+        "16",
+        "-q",
+    )
+    expect_success(
+        result,
+        case="export again after a SIGKILLed export",
+        note="the killed run's hidden temporary directory is removed; the artifact is written whole",
+    )
+    assert (out / "model.onnx").is_file() and _temporaries(out) == []

@@ -1,0 +1,107 @@
+"""Data-parallel training on 2 CPU processes (gloo) writes what a single process writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from tests.models import save_tiny_checkpoint, write_tiny_data
+
+ARGS = ["--max-steps", "4", "--batch-size", "4", "--save-steps", "2", "--quiet"]
+
+
+def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    with safe_open(str(path), framework="pt") as fh:
+        return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+
+
+def _run(cmd: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=tmp)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "adamix"])
+def test_two_process_finetune_matches_single_process(method: str, tmp_path: Path) -> None:
+    base = save_tiny_checkpoint(tmp_path / "base")
+    data = write_tiny_data(tmp_path / "train.tsv", 64)
+    common = ["finetune", str(base), "--data", str(data), "--eval-data", str(data), "--method", method, *ARGS]
+    single = _run([sys.executable, "-m", "cli.main", *common, "--out", str(tmp_path / "one")], tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "cli.main",
+    ]
+    multi = _run([*launch, *common, "--out", str(tmp_path / "two")], tmp_path)
+    assert multi.returncode == 0, multi.stderr[-2000:]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in two.iterdir())
+    assert _shapes(one / "adapter.safetensors") == _shapes(two / "adapter.safetensors")
+    assert json.loads((one / "method.json").read_text()) == json.loads((two / "method.json").read_text())
+    metrics = json.loads((two / "metrics.json").read_text())
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no partial dirs left by any rank
+
+
+@pytest.mark.slow
+def test_two_process_prune_recovery_writes_once(tmp_path: Path) -> None:
+    base = save_tiny_checkpoint(tmp_path / "base")
+    data = write_tiny_data(tmp_path / "train.tsv", 64)
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "cli.main",
+    ]
+    run = _run(
+        [
+            *launch,
+            "prune",
+            str(base),
+            "--heads",
+            "0.5",
+            "--ffn",
+            "0.5",
+            "--recover-steps",
+            "4",
+            "--batch-size",
+            "4",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "pruned"),
+            "--quiet",
+        ],
+        tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    config = json.loads((tmp_path / "pruned" / "config.json").read_text())
+    assert [len(e["heads"]) for e in config["compressor_structure"]["layers"]] == [2, 2]
