@@ -264,14 +264,9 @@ def count_parameters(model: nn.Module, *, encoder_only: bool = False) -> int:
 
 def model_fingerprint(path: Path) -> str:
     """A short content hash of a checkpoint's weights file (for manifests and resume)."""
-    import hashlib
+    from compressor.artifacts import file_sha256
 
-    h = hashlib.sha256()
-    target = path / WEIGHTS_NAME if path.is_dir() else path
-    with open(target, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    return file_sha256(path / WEIGHTS_NAME if path.is_dir() else path)[:16]
 
 
 def to_device(model: nn.Module, device: str | torch.device | None) -> nn.Module:

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from compressor.artifacts import file_sha256 as sha256
 from compressor.errors import ArtifactError
 
 MANIFEST_NAME = "compressor.json"
 MODEL_NAME = "model.onnx"
 SCHEMA = 1
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_entry(path: Path) -> dict[str, Any]:

@@ -34,20 +34,29 @@ class PruneConfig:
     ffn: float = field(default=0.0, metadata={"help": "Fraction of FFN neurons to remove in each layer."})
     plan: str | None = field(default=None, metadata={"help": "plan.json from `compressor analyse` (exact units)."})
     recover: str = field(default="none", metadata={"help": f"Recovery after pruning: {', '.join(RECOVER)}."})
-    recover_steps: int = field(default=0, metadata={
-        "help": "Distillation steps in total (split evenly over `iterations`; 0: none)."})
+    recover_steps: int = field(
+        default=0, metadata={"help": "Distillation steps in total (split evenly over `iterations`; 0: none)."}
+    )
     distill_weight: float = field(default=1.0, metadata={"help": "λ in CE + λ·KL(student ‖ teacher)."})
     temperature: float = field(default=2.0, metadata={"help": "Distillation temperature T."})
-    lr: float | None = field(default=None, metadata={
-        "help": "Learning rate of the recovery fine-tune (default: the recovery method's, 5e-5 for full)."})
+    lr: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the recovery fine-tune (default: the recovery method's, 5e-5 for full)."},
+    )
     batch_size: int = field(default=32, metadata={"help": "Batch size of the recovery fine-tune."})
     seed: int = field(default=42, metadata={"help": "Seed of the recovery fine-tune and of the samples drawn."})
-    recover_method: str = field(default="full", metadata={
-        "help": "Fine-tuning method that trains during distillation, merged afterwards (full: every weight)."})
+    recover_method: str = field(
+        default="full",
+        metadata={
+            "help": "Fine-tuning method that trains during distillation, merged afterwards (full: every weight)."
+        },
+    )
     samples: int = field(default=1024, metadata={"help": "Sentences `reconstruct` fits its scales on."})
     iterations: int = field(default=1, metadata={"help": "Reach the target in this many prune → recover steps."})
-    schedule: str = field(default="geometric", metadata={
-        "help": f"How the kept share shrinks over `iterations`: {', '.join(SCHEDULES)}."})
+    schedule: str = field(
+        default="geometric",
+        metadata={"help": f"How the kept share shrinks over `iterations`: {', '.join(SCHEDULES)}."},
+    )
 
     def __post_init__(self) -> None:
         for name in ("heads", "ffn"):
@@ -225,18 +234,34 @@ def prune_(
             from compressor.prune.schedule import rescore_step_
 
             share = kept_fractions(target.kept, k, config.schedule)[t]
-            step["rescored"] = rescore_step_(model, plan, target, share, tokenizer=tokenizer, data=data,
-                                             seed=config.seed + t)
-        recovery = _recover_(model, teacher, tokenizer, config, data=data, eval_data=eval_data,
-                             distill_steps=distill_steps[t], work_dir=_round_dir(work_dir, t, k), quiet=quiet)
-        step |= {"structure": summary(structure_of(model)),
-                 "encoder_params": sum(p.numel() for p in encoder_layers(model).parameters())} | recovery
+            step["rescored"] = rescore_step_(
+                model, plan, target, share, tokenizer=tokenizer, data=data, seed=config.seed + t
+            )
+        recovery = _recover_(
+            model,
+            teacher,
+            tokenizer,
+            config,
+            data=data,
+            eval_data=eval_data,
+            distill_steps=distill_steps[t],
+            work_dir=_round_dir(work_dir, t, k),
+            quiet=quiet,
+        )
+        step |= {
+            "structure": summary(structure_of(model)),
+            "encoder_params": sum(p.numel() for p in encoder_layers(model).parameters()),
+        } | recovery
         rounds.append(step)
         if k > 1:
             logger.info("round %d/%d: %s encoder parameters", t + 1, k, f"{step['encoder_params']:,}")
     report = PruneReport(
-        summary(structure_of(model)), params_before, sum(p.numel() for p in model.parameters()),
-        enc_before, sum(p.numel() for p in encoder_layers(model).parameters()), recovery,
+        summary(structure_of(model)),
+        params_before,
+        sum(p.numel() for p in model.parameters()),
+        enc_before,
+        sum(p.numel() for p in encoder_layers(model).parameters()),
+        recovery,
         rounds if k > 1 else [],
     )
     logger.info("pruned: %s → %s parameters", f"{params_before:,}", f"{report.params_after:,}")
@@ -250,8 +275,16 @@ def _round_dir(work_dir: Path | None, t: int, k: int) -> Path | None:
 
 
 def _recover_(
-    model: nn.Module, teacher: nn.Module | None, tokenizer: Any, config: PruneConfig, *, data: Any, eval_data: Any,
-    distill_steps: int, work_dir: Path | None, quiet: bool,
+    model: nn.Module,
+    teacher: nn.Module | None,
+    tokenizer: Any,
+    config: PruneConfig,
+    *,
+    data: Any,
+    eval_data: Any,
+    distill_steps: int,
+    work_dir: Path | None,
+    quiet: bool,
 ) -> dict[str, Any]:
     """One round of the recovery `config.recover` asks for: reconstruct, then distill."""
     out: dict[str, Any] = {}
@@ -260,17 +293,35 @@ def _recover_(
     if "reconstruct" in config.recover:
         from compressor.prune.recover import reconstruct_
 
-        out["reconstruct"] = reconstruct_(model, teacher, tokenizer, data, samples=config.samples, seed=config.seed,
-                                          quiet=quiet)
+        out["reconstruct"] = reconstruct_(
+            model, teacher, tokenizer, data, samples=config.samples, seed=config.seed, quiet=quiet
+        )
     if "distill" in config.recover and distill_steps > 0:
-        out["distill"] = distill_(model, teacher, tokenizer, config, data=data, eval_data=eval_data,
-                                  work_dir=work_dir, quiet=quiet, steps=distill_steps)
+        out["distill"] = distill_(
+            model,
+            teacher,
+            tokenizer,
+            config,
+            data=data,
+            eval_data=eval_data,
+            work_dir=work_dir,
+            quiet=quiet,
+            steps=distill_steps,
+        )
     return out
 
 
 def distill_(
-    model: nn.Module, teacher: nn.Module, tokenizer: Any, config: PruneConfig, *, data: Any, eval_data: Any = None,
-    work_dir: Path | None = None, quiet: bool = False, steps: int | None = None,
+    model: nn.Module,
+    teacher: nn.Module,
+    tokenizer: Any,
+    config: PruneConfig,
+    *,
+    data: Any,
+    eval_data: Any = None,
+    work_dir: Path | None = None,
+    quiet: bool = False,
+    steps: int | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the pruned `model` in place with CE + λ·KL to the unpruned `teacher`.
 
@@ -289,8 +340,14 @@ def distill_(
 
     steps = steps or config.recover_steps
     method = METHODS.get(config.recover_method)
-    cfg = TrainConfig(max_steps=steps, lr=config.lr, batch_size=config.batch_size, seed=config.seed,
-                      save_steps=max(50, steps // 4), logging_steps=max(10, steps // 10))
+    cfg = TrainConfig(
+        max_steps=steps,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        save_steps=max(50, steps // 4),
+        logging_steps=max(10, steps // 10),
+    )
     teacher.to(resolve_device(cfg.device))  # the Trainer moves the student there; the teacher must follow
     kl = distillation_loss(teacher, weight=config.distill_weight, temperature=config.temperature)
 
@@ -301,9 +358,18 @@ def distill_(
     wrapped = method.inject(model, method.config_cls())
     trainable = count_trainable(wrapped)
     with tempfile.TemporaryDirectory(prefix="compressor-distill-") as tmp:
-        result = train(wrapped, tokenizer, cfg, data=data, eval_data=eval_data, work_dir=Path(work_dir or tmp),
-                       default_lr=method.default_lr, extra_loss=extra,
-                       find_unused_parameters=method.find_unused_parameters, quiet=quiet)
+        result = train(
+            wrapped,
+            tokenizer,
+            cfg,
+            data=data,
+            eval_data=eval_data,
+            work_dir=Path(work_dir or tmp),
+            default_lr=method.default_lr,
+            extra_loss=extra,
+            find_unused_parameters=method.find_unused_parameters,
+            quiet=quiet,
+        )
     merged = merge(wrapped, config.recover_method)
     if merged is not model:
         raise PruneError(f"recovery method `{config.recover_method}` did not merge back into the model in place")

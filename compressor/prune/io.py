@@ -52,8 +52,13 @@ def prune_checkpoint(
         out["vocab"] = asdict(v) | {"model_bytes_before": bytes_before, "model_bytes_after": model_bytes(model)}
         if val is not None:
             out["vocab"]["validation_unknown_rate"] = unknown_rate(model, tokenizer, val.texts, val.text_pairs)
-        logger.info("vocabulary: kept %d of %d token ids; model %.1f MB → %.1f MB", v.kept, v.source_size,
-                    bytes_before / 1e6, out["vocab"]["model_bytes_after"] / 1e6)
+        logger.info(
+            "vocabulary: kept %d of %d token ids; model %.1f MB → %.1f MB",
+            v.kept,
+            v.source_size,
+            bytes_before / 1e6,
+            out["vocab"]["model_bytes_after"] / 1e6,
+        )
     if val is not None:
         out["eval_accuracy"] = evaluate(model, tokenizer, val)["accuracy"]
     if is_main_process():  # under accelerate/torchrun only rank 0 writes

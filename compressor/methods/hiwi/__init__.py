@@ -21,9 +21,16 @@ __all__ = [
 # Our default lr: with the bias as g's single input row, training moves P' much as training the bias directly
 # would, and bias-only fine-tuning wants a large step (BitFit uses 1e-4 … 1e-3).
 METHODS.register(
-    "hiwi", Method(
-        config_cls=HiwiConfig, inject=inject_hiwi, merge=merge_hiwi, prefix="hiwi_", default_lr=1e-3,
-        stored=lambda model: {"stored_delta_params": stored_delta(model).params,
-                              "stored_delta_fraction": stored_delta(model).fraction},
-    )
+    "hiwi",
+    Method(
+        config_cls=HiwiConfig,
+        inject=inject_hiwi,
+        merge=merge_hiwi,
+        prefix="hiwi_",
+        default_lr=1e-3,
+        stored=lambda model: {
+            "stored_delta_params": stored_delta(model).params,
+            "stored_delta_fraction": stored_delta(model).fraction,
+        },
+    ),
 )

@@ -12,8 +12,13 @@ __all__ = ["PafiConfig", "PafiLinear", "inject_pafi", "masked_entries", "merge_p
 # Our default lr: a 0.5 % sparse update moves the model less per step than full fine-tuning, so it takes a
 # larger step size (PaFi's paper tunes it per task).
 METHODS.register(
-    "pafi", Method(
-        config_cls=PafiConfig, inject=inject_pafi, merge=merge_pafi, prefix="pafi_", default_lr=5e-4,
+    "pafi",
+    Method(
+        config_cls=PafiConfig,
+        inject=inject_pafi,
+        merge=merge_pafi,
+        prefix="pafi_",
+        default_lr=5e-4,
         stored=lambda model: {"stored_bytes": stored_bytes(model), "masked_entries": masked_entries(model)},
-    )
+    ),
 )
