@@ -19,7 +19,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 test-slow: install
-	$(BIN)/python -m pytest -q --run-slow
+	$(BIN)/python -m pytest -q --run-slow -m slow
 
 lint: install
 	$(BIN)/ruff check .

@@ -360,13 +360,14 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_section(path: Path, section: str) -> None:
+def update_section(path: Path, section: str, *, markers: tuple[str, str] = (START, END)) -> None:
     """Replace the text between the markers (inclusive) in `path`, or append the section; keep everything else."""
     path = Path(path)
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    start, end = text.find(START), text.find(END)
+    begin, finish = markers
+    start, end = text.find(begin), text.find(finish)
     if start != -1 and end > start:
-        text = text[:start] + section.rstrip("\n") + text[end + len(END) :]
+        text = text[:start] + section.rstrip("\n") + text[end + len(finish) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)

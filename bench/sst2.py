@@ -33,6 +33,7 @@ if __package__ in (None, ""):  # run as `python bench/sst2.py`: import `bench` a
 
 from bench import report  # noqa: E402
 from bench.config import POINTS, QUICK, SST2_TRAIN_ROWS, STRUCTURES, VOCAB, BenchConfig  # noqa: E402
+from bench.entry import run_main  # noqa: E402
 from bench.stages import StageCache, StageRecord  # noqa: E402
 from bench.steps import (  # noqa: E402
     Data,
@@ -336,22 +337,7 @@ def parse_args(argv: list[str]) -> BenchConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from compressor.errors import CompressorError
-
-    argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
-    try:
-        cfg = parse_args(argv)
-        if cfg.quiet:
-            logging.getLogger().setLevel(logging.WARNING)
-        result = run(cfg)
-    except CompressorError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return err.exit_code
-    print(report.summary(result))
-    return 0
+    return run_main(argv, parse_args, run, report.summary)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -267,6 +269,17 @@ def model_fingerprint(path: Path) -> str:
     from compressor.artifacts import file_sha256
 
     return file_sha256(path / WEIGHTS_NAME if path.is_dir() else path)[:16]
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Dropout off inside the block; the model's previous train/eval mode comes back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def to_device(model: nn.Module, device: str | torch.device | None) -> nn.Module:

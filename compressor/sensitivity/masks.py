@@ -10,8 +10,7 @@ backward pass yields every example's own ∂L/∂ξ (what `head-gradient` and `f
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compressor.errors import DataError
-from compressor.models import arch_of, encoder_layers, get_module, head_size
+from compressor.models import arch_of, encoder_layers, eval_mode, get_module, head_size
 from compressor.sensitivity.cost import layer_shapes
 
 logger = logging.getLogger(__name__)
@@ -150,17 +149,6 @@ class UnitMasks:
                 masks.neurons = torch.ones(batch_size, shape.neurons, device=device, requires_grad=requires_grad)
                 leaves.append(masks.neurons)
         return leaves
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Dropout off while scoring (scores must not depend on a dropout draw); the old mode comes back."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def mask_gradient_scores(

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from compressor.errors import DataError
-from compressor.models import arch_of, encoder_layers, get_module, head_size
+from compressor.models import arch_of, encoder_layers, eval_mode, get_module, head_size
 from compressor.registry import Registry
 from compressor.sensitivity.config import AnalyseConfig
 from compressor.sensitivity.cost import LayerShape, layer_shapes
-from compressor.sensitivity.masks import Batch, batch_loss, eval_mode, mask_gradient_scores
+from compressor.sensitivity.masks import Batch, batch_loss, mask_gradient_scores
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,6 @@ import copy
 import logging
 import shutil
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,7 +20,7 @@ import torch
 
 from compressor.artifacts import atomic_dir, check_out_dir
 from compressor.errors import ConfigError, ExportError, ModelError, ParityError
-from compressor.models import count_parameters
+from compressor.models import count_parameters, eval_mode
 from compressor.prune.structure import ensure_structure
 from exporters.manifest import MODEL_NAME, write_manifest
 from exporters.onnx import optimize, sessions, sparse, validate
@@ -120,7 +118,7 @@ def export_onnx(
             "int8 %s: per_channel=%s, reduce_range=%s (%s)", config.quantize, config.per_channel, reduce_range, why
         )
 
-    with _eval_mode(model), atomic_dir(out_dir) as tmp:
+    with eval_mode(model), atomic_dir(out_dir) as tmp:
         work = tmp / ".work"
         work.mkdir()
         plain = work / "plain.onnx"
@@ -280,17 +278,6 @@ def _fused_candidate(
         record["fused_parity"] = str(err)
         return None
     return fused
-
-
-@contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Export and check in eval mode (no dropout); give the caller's model back in the mode it had."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _structure(model: torch.nn.Module) -> dict[str, Any]:
