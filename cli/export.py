@@ -21,7 +21,13 @@ from cli._options import (
 
 QuantizeOpt = Annotated[str, typer.Option("--quantize", help="int8 mode: dynamic, static (calibrated QDQ) or none.")]
 FuseOpt = Annotated[str, typer.Option("--fuse", help="ORT fusion: auto (time both graphs, keep the faster), on, off.")]
-PerChannelOpt = Annotated[bool, typer.Option("--per-channel", help="Quantize weights per output channel.")]
+PerChannelOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--per-channel/--per-tensor",
+        help="Weight scales per output channel or per tensor (default: per tensor, per channel if the gate needs it).",
+    ),
+]
 ReduceRangeOpt = Annotated[
     bool | None,
     typer.Option(
@@ -51,7 +57,7 @@ def command(
     out: OutDirOpt,
     quantize: QuantizeOpt = "dynamic",
     fuse: FuseOpt = "auto",
-    per_channel: PerChannelOpt = False,
+    per_channel: PerChannelOpt = None,
     reduce_range: ReduceRangeOpt = None,
     eval_data: EvalDataOpt = None,
     calibration_data: CalibrationOpt = None,

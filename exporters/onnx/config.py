@@ -26,7 +26,13 @@ class ExportConfig:
         default="auto",
         metadata={"help": "ORT transformer fusion: auto (build both, keep the faster), on, or off."},
     )
-    per_channel: bool = field(default=False, metadata={"help": "Quantize weights per output channel."})
+    per_channel: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Weights per output channel: true, false, or unset = per-tensor, per-channel where the gate "
+            "needs it (before any node is kept in fp32)."
+        },
+    )
     reduce_range: bool | None = field(
         default=None,
         metadata={"help": "7-bit weights (for x86 CPUs without VNNI); default: from --optimize-for, else this CPU."},

@@ -113,10 +113,9 @@ def export_onnx(
     settings = None
     if config.quantize != "none":
         reduce_range, why = resolve_reduce_range(config.reduce_range, config.optimize_for)
-        settings = QuantSettings(config.quantize, config.per_channel, reduce_range)
-        logger.info(
-            "int8 %s: per_channel=%s, reduce_range=%s (%s)", config.quantize, config.per_channel, reduce_range, why
-        )
+        settings = QuantSettings(config.quantize, bool(config.per_channel), reduce_range)
+        per_channel = "auto" if config.per_channel is None else config.per_channel
+        logger.info("int8 %s: per_channel=%s, reduce_range=%s (%s)", config.quantize, per_channel, reduce_range, why)
 
     with eval_mode(model), atomic_dir(out_dir) as tmp:
         work = tmp / ".work"
@@ -163,6 +162,7 @@ def export_onnx(
                 calibration=calibration,
                 threads=config.threads,
                 name=name,
+                try_per_channel=config.per_channel is None,
             )
 
         feed = sessions.timing_feed(tokenizer, sample.texts, spec.inputs, batch=config.batch, seq_len=config.seq_len)
@@ -335,7 +335,8 @@ def _quantization_record(
 ) -> dict[str, Any]:
     if settings is None:
         return {"mode": "none"}
-    record = settings.describe()
+    record = (gate.settings if gate is not None and gate.settings is not None else settings).describe()
+    record["per_channel_choice"] = "auto" if config.per_channel is None else "given"
     record["optimize_for"] = config.optimize_for
     record["gate"] = gate.describe() if gate is not None else None
     return record

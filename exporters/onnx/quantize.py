@@ -7,6 +7,7 @@ gate, the node that adds the most output error stays fp32, then the next, until 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -61,6 +62,8 @@ class GateResult:
     excluded_nodes: list[str] = field(default_factory=list)
     ranking: list[dict[str, Any]] = field(default_factory=list)  # top nodes by added error, when the gate fired
     logits: np.ndarray | None = None
+    settings: QuantSettings | None = None  # what was finally used (per-channel may have been switched on)
+    tried: list[dict[str, Any]] = field(default_factory=list)  # agreement of each weight granularity tried
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -72,6 +75,7 @@ class GateResult:
             "quantized_nodes": self.quantized_nodes,
             "excluded_nodes": self.excluded_nodes,
             "ranking": self.ranking,
+            "tried": self.tried,
         }
 
 
@@ -244,19 +248,50 @@ def quantize_with_gate(
     calibration: Sequence[Feed] | None = None,
     threads: int | None = None,
     name: str = "graph",
+    try_per_channel: bool = False,
 ) -> GateResult:
     """Quantize `src`; while int8 agrees with `reference` on fewer than `gate` of the rows, keep one more node fp32.
 
     Args:
         reference: fp32 logits of the rows in `feeds` (the predictions int8 must reproduce).
+        try_per_channel: when per-tensor weights miss the gate, try per-channel weights before excluding nodes
+            (per-channel scales follow each output row's range, which often rescues outlier-heavy layers).
     """
-    quantize_graph(src, dst, settings, calibration=calibration)
-    logits = run_logits(make_session(dst, threads=threads), feeds)
-    first = agreement(reference, logits)
+
+    def attempt(candidate: QuantSettings) -> tuple[float, np.ndarray]:
+        quantize_graph(src, dst, candidate, calibration=calibration)
+        out = run_logits(make_session(dst, threads=threads), feeds)
+        score = agreement(reference, out)
+        tried.append({"per_channel": candidate.per_channel, "agreement": score})
+        logger.info(
+            "%s int8 (%s, per_channel=%s) agrees with fp32 on %.2f%% of %d sentences",
+            name,
+            candidate.mode,
+            candidate.per_channel,
+            100 * score,
+            len(reference),
+        )
+        return score, out
+
+    tried: list[dict[str, Any]] = []
+    first, logits = attempt(settings)
+    if first < gate and try_per_channel and not settings.per_channel:
+        alternative = dataclasses.replace(settings, per_channel=True)
+        second, second_logits = attempt(alternative)
+        if second >= first:
+            settings, first, logits = alternative, second, second_logits
+        else:
+            quantize_graph(src, dst, settings, calibration=calibration)  # put the better graph back in place
     fp32, int8 = onnx.load(str(src)), onnx.load(str(dst))
-    result = GateResult(gate, first, first, len(reference), len(quantized_nodes(fp32, int8)), logits=logits)
-    logger.info(
-        "%s int8 (%s) agrees with fp32 on %.2f%% of %d sentences", name, settings.mode, 100 * first, len(reference)
+    result = GateResult(
+        gate,
+        first,
+        tried[0]["agreement"],
+        len(reference),
+        len(quantized_nodes(fp32, int8)),
+        logits=logits,
+        settings=settings,
+        tried=tried,
     )
     if first >= gate:
         return result

@@ -32,16 +32,29 @@ def _outlier_model() -> torch.nn.Module:
 
 
 def test_gate_keeps_the_outlier_node_in_fp32_until_predictions_agree(tokenizer, sentences, out_dir) -> None:
-    config = fast_config(fuse="off", gate=0.9)
+    config = fast_config(fuse="off", gate=0.9, per_channel=False)  # per-tensor only: exclusion must do the work
     report = export_onnx(_outlier_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
     gate = report.manifest["quantization"]["gate"]
     assert gate["initial_agreement"] < 0.9 <= gate["agreement"] == report.agreement
+    assert [t["per_channel"] for t in gate["tried"]] == [False]
     assert report.excluded_nodes[0] == POOLER  # ranked first by the error it adds
     assert gate["excluded_nodes"] == report.excluded_nodes
     assert gate["ranking"][0]["node"] == POOLER
     names = {n.name for n in onnx.load(str(out_dir / "model.onnx")).graph.node}
     assert not any(name.startswith(POOLER) and name.endswith("_quant") for name in names)  # stayed fp32
     assert any(name.endswith("_quant") for name in names)  # the rest is still int8
+
+
+def test_unset_per_channel_is_tried_before_excluding_nodes(tokenizer, sentences, out_dir) -> None:
+    config = fast_config(fuse="off", gate=0.9)  # per_channel unset: per-tensor first, per-channel if the gate needs it
+    report = export_onnx(_outlier_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    quant = report.manifest["quantization"]
+    tried = quant["gate"]["tried"]
+    assert [t["per_channel"] for t in tried] == [False, True]
+    assert tried[0]["agreement"] < 0.9
+    assert quant["per_channel_choice"] == "auto"
+    assert quant["per_channel"] == (tried[1]["agreement"] >= tried[0]["agreement"])
+    assert quant["gate"]["agreement"] >= 0.9
 
 
 def test_excluding_a_gemm_keeps_it_fp32(tokenizer, tmp_path: Path) -> None:
