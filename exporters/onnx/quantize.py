@@ -300,15 +300,22 @@ def quantize_with_gate(
     logger.warning(
         "%s int8 agreement %.4f is below the gate %.4f: keeping the most damaging nodes in fp32", name, first, gate
     )
+    # Greedy, in ranked order: keep a node in fp32 only if that raises agreement; a node whose exclusion does not
+    # help (the per-node error ranking is a proxy, not the gate) goes back to int8, so no size is spent for nothing.
+    best_logits = logits
     for node, error in ranking:
-        result.excluded_nodes.append(node)
-        quantize_graph(src, dst, settings, exclude=result.excluded_nodes, calibration=calibration)
+        trial = [*result.excluded_nodes, node]
+        quantize_graph(src, dst, settings, exclude=trial, calibration=calibration)
         logits = run_logits(make_session(dst, threads=threads), feeds)
-        result.agreement, result.logits = agreement(reference, logits), logits
-        logger.info("  fp32 %s (added error %.3g): agreement %.4f", node, error, result.agreement)
+        score = agreement(reference, logits)
+        kept = score > result.agreement
+        logger.info("  fp32 %s (added error %.3g): agreement %.4f%s", node, error, score, "" if kept else ", reverted")
+        if kept:
+            result.excluded_nodes, result.agreement, best_logits = trial, score, logits
         if result.agreement >= gate:
+            result.logits = best_logits
             return result
     raise ExportError(
-        f"int8 agreement with fp32 stays at {result.agreement:.4f}, below the gate {gate} even with all "
-        f"{len(ranking)} quantized nodes kept in fp32; export with --quantize none or lower --gate"
+        f"int8 agreement with fp32 stays at {result.agreement:.4f}, below the gate {gate}, after trying each of "
+        f"the {len(ranking)} quantized nodes in fp32; export with --quantize none or lower --gate"
     )
