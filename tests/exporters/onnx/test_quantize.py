@@ -108,3 +108,21 @@ def test_rank_uses_per_channel_error_so_an_outlier_channel_does_not_hide_the_res
     assert ranking[0][0] == POOLER
     assert ranking[0][1] > 0.5 > ranking[1][1]  # most pooler channels are lost entirely
     assert np.isfinite([error for _, error in ranking]).all()
+
+
+def test_gate_keeps_nodes_cumulatively_when_no_single_node_helps(tokenizer, sentences, out_dir, monkeypatch) -> None:
+    # Agreement rises only once two nodes are in fp32 together: every single-node trial is reverted, then the
+    # cumulative pass must still reach the gate.
+    excluded: list[list[str]] = [[]]
+    real_quantize = quantize_module.quantize_graph
+
+    def recording_quantize(src, dst, settings, *, exclude=(), calibration=None):
+        excluded.append(list(exclude))
+        return real_quantize(src, dst, settings, exclude=exclude, calibration=calibration)
+
+    monkeypatch.setattr(quantize_module, "quantize_graph", recording_quantize)
+    monkeypatch.setattr(quantize_module, "agreement", lambda reference, logits: 1.0 if len(excluded[-1]) >= 2 else 0.5)
+    config = fast_config(fuse="off", per_channel=False)
+    report = export_onnx(tiny_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    assert len(report.excluded_nodes) == 2
+    assert report.agreement == 1.0
