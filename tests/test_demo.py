@@ -16,7 +16,10 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     run = subprocess.run(
         [sys.executable, "-m", "cli.main", "demo", "--out", str(tmp_path / "demo"), "--quiet"],
-        capture_output=True, text=True, timeout=1500, env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env=env,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     for name in ("dense fp32", "dense int8", "compressed int8"):
