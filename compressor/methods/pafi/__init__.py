@@ -9,8 +9,9 @@ from compressor.methods.pafi.method import inject_pafi, masked_entries, merge_pa
 
 __all__ = ["PafiConfig", "PafiLinear", "inject_pafi", "masked_entries", "merge_pafi", "select_mask", "stored_bytes"]
 
-# Our default lr: a 0.5 % sparse update moves the model less per step than full fine-tuning, so it takes a
-# larger step size (PaFi's paper tunes it per task).
+# Our default lr: a 0.24 % sparse update of the smallest-magnitude weights needs a much larger step than full
+# fine-tuning. Measured here (MiniLM, 8,000 SST-2 rows, 1 epoch, batch 32): lr 5e-4 → 51.6 % (did not learn),
+# lr 1e-2 → 83.1 % (full fine-tuning 83.9 %); PaFi's paper tunes it per task.
 METHODS.register(
     "pafi",
     Method(
@@ -18,7 +19,7 @@ METHODS.register(
         inject=inject_pafi,
         merge=merge_pafi,
         prefix="pafi_",
-        default_lr=5e-4,
+        default_lr=1e-2,
         stored=lambda model: {"stored_bytes": stored_bytes(model), "masked_entries": masked_entries(model)},
     ),
 )
