@@ -13,6 +13,23 @@ from safetensors import safe_open
 
 from tests.models import save_tiny_checkpoint, write_tiny_data
 
+# 2 CPU processes over gloo, running `python -m cli.main …` in each
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--cpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "-m",
+    "cli.main",
+]
 ARGS = ["--max-steps", "4", "--batch-size", "4", "--save-steps", "2", "--quiet"]
 
 
@@ -34,23 +51,7 @@ def test_two_process_finetune_matches_single_process(method: str, tmp_path: Path
     common = ["finetune", str(base), "--data", str(data), "--eval-data", str(data), "--method", method, *ARGS]
     single = _run([sys.executable, "-m", "cli.main", *common, "--out", str(tmp_path / "one")], tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "cli.main",
-    ]
-    multi = _run([*launch, *common, "--out", str(tmp_path / "two")], tmp_path)
+    multi = _run([*LAUNCH, *common, "--out", str(tmp_path / "two")], tmp_path)
     assert multi.returncode == 0, multi.stderr[-2000:]
     one, two = tmp_path / "one", tmp_path / "two"
     assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in two.iterdir())
@@ -65,25 +66,9 @@ def test_two_process_finetune_matches_single_process(method: str, tmp_path: Path
 def test_two_process_prune_recovery_writes_once(tmp_path: Path) -> None:
     base = save_tiny_checkpoint(tmp_path / "base")
     data = write_tiny_data(tmp_path / "train.tsv", 64)
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "cli.main",
-    ]
     run = _run(
         [
-            *launch,
+            *LAUNCH,
             "prune",
             str(base),
             "--heads",
