@@ -55,6 +55,7 @@ PARAMS_BUDGET = "params=0.6"  # issue 4
 FLOPS_BUDGETS = ("flops=0.7", "flops=0.6")  # issue 7: ≥ 30 % FLOPs removed; 0.6 also feeds the vocabulary/export steps
 PLAN_SCORERS = ("fisher", "head-gradient", "magnitude")
 EXPORT_FLOPS = "flops=0.6"
+VOCAB_EXPORTS = {"int8-vocab": "unk", "int8-vocab-nearest": "nearest"}  # artifact → fallback of dropped token ids
 PREDICT_SENTENCES = 8
 QUICK: dict[str, Any] = {
     "plan_samples": 32,
@@ -144,9 +145,12 @@ def run(cfg: PruningBenchConfig) -> dict[str, Any]:
             free[budget] = {"plan": plan, "reconstruct": reconstruct_step(b, plan)}
         pruned = free[EXPORT_FLOPS]["reconstruct"]
         exports = {
-            "fp32": export_step(b, pruned, "fp32", quantize="none", fuse="off", vocab=False),
-            "int8": export_step(b, pruned, "int8", quantize="dynamic", fuse="auto", vocab=False),
-            "int8-vocab": export_step(b, pruned, "int8-vocab", quantize="dynamic", fuse="auto", vocab=True),
+            "fp32": export_step(b, pruned, "fp32", quantize="none", fuse="off", vocab=None),
+            "int8": export_step(b, pruned, "int8", quantize="dynamic", fuse="auto", vocab=None),
+            **{
+                name: export_step(b, pruned, name, quantize="dynamic", fuse="auto", vocab=fallback)
+                for name, fallback in VOCAB_EXPORTS.items()
+            },
         }
         measured = measure(b, {name: rec.path for name, rec in exports.items()})
         checks = loader_checks(exports["int8"].path, b.val.texts[:PREDICT_SENTENCES], cfg.threads)

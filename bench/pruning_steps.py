@@ -197,9 +197,12 @@ def reconstruct_step(b: Bench, plan: StageRecord) -> StageRecord:
     return b.step(f"reconstruct-{plan.name.removeprefix('plan-')}", config, run)
 
 
-def export_step(b: Bench, pruned: StageRecord, name: str, *, quantize: str, fuse: str, vocab: bool) -> StageRecord:
-    """`export_onnx` of the pruned checkpoint (gate and accuracy on every scored validation row); with `vocab`, the
-    embedding first keeps only the token ids of the training file (`prune_vocab_`)."""
+def export_step(
+    b: Bench, pruned: StageRecord, name: str, *, quantize: str, fuse: str, vocab: str | None
+) -> StageRecord:
+    """`export_onnx` of the pruned checkpoint (gate and accuracy on every scored validation row); with `vocab` (the
+    fallback of dropped ids: unk or nearest), the embedding first keeps only the token ids of the training file
+    (`prune_vocab_`)."""
     from compressor.models import load_model
     from compressor.prune.vocab import prune_vocab_, unknown_rate, used_token_ids
     from exporters.onnx import ExportConfig, export_onnx
@@ -221,10 +224,11 @@ def export_step(b: Bench, pruned: StageRecord, name: str, *, quantize: str, fuse
         if vocab:
             start = time.perf_counter()
             keep = used_token_ids(tokenizer, b.train.texts) | used_token_ids(tokenizer, b.train.text_pairs or [])
-            report = prune_vocab_(model, keep, tokenizer.unk_token_id)
+            report = prune_vocab_(model, keep, tokenizer.unk_token_id, fallback=vocab)
             out["vocab"] = asdict(report) | {
                 "seconds": round(time.perf_counter() - start, 2),
-                "validation_unknown_rate": unknown_rate(model, tokenizer, b.val.texts, b.val.text_pairs),
+                "validation_unknown_rate": unknown_rate(tokenizer, keep, b.val.texts, b.val.text_pairs),
+                "fallback": vocab,
             }
         stages = [{"stage": pruned.name, "config": pruned.config}]
         source = {"checkpoint": str(pruned.path), "model": str(cfg.model)}

@@ -94,10 +94,11 @@ def finetune_stage(cfg: BenchConfig, cache: StageCache, data: Data, method: str)
     from compressor.models import model_fingerprint, resolve_model_path
     from compressor.train import TrainConfig
 
-    method_cfg = METHODS.get(method).config_cls()
+    registered = METHODS.get(method)
+    method_cfg = registered.config_cls()
     train_cfg = TrainConfig(
         epochs=cfg.epochs,
-        lr=cfg.lr,
+        lr=cfg.lr,  # None: the method's default (recorded in the result; after changing a default, --rerun ft-METHOD)
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         save_steps=cfg.save_steps,
@@ -126,7 +127,8 @@ def finetune_stage(cfg: BenchConfig, cache: StageCache, data: Data, method: str)
             force=True,
             quiet=cfg.quiet,
         )
-        return {"metrics": rep.metrics, "trainable": rep.trainable, "total": rep.total}
+        lr = cfg.lr or registered.default_lr
+        return {"metrics": rep.metrics, "trainable": rep.trainable, "total": rep.total, "lr": lr}
 
     return cache.run(f"ft-{method}", config, run)
 

@@ -23,7 +23,13 @@ def command(
     ] = False,
     runs: Annotated[int, typer.Option(help="Timed runs per artifact, interleaved.")] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up runs per artifact.")] = 10,
-    eval_batch_size: Annotated[int, typer.Option("--eval-batch-size", help="Batch size of the accuracy pass.")] = 64,
+    eval_batch_size: Annotated[
+        int,
+        typer.Option(
+            "--eval-batch-size",
+            help="Sentences per run in the accuracy pass (1 = the edge setting; dynamic int8 depends on padding).",
+        ),
+    ] = 1,
     eval_rows: Annotated[
         int | None, typer.Option("--eval-rows", help="Score accuracy on the first N rows only.")
     ] = None,

@@ -46,6 +46,9 @@ OptimizeForOpt = Annotated[
 ]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail when the fused graph lacks expected fused ops.")]
 EvalSamplesOpt = Annotated[int, typer.Option("--eval-samples", help="Rows of --eval-data used by the gate.")]
+EvalBatchOpt = Annotated[
+    int, typer.Option("--eval-batch", help="Sentences per gate run (1 = the edge setting; int8 depends on padding).")
+]
 MaxLengthOpt = Annotated[int, typer.Option("--max-length", help="Tokenizer truncation length stored in the artifact.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="Threads for timing the candidate graphs.")]
 SeqLenOpt = Annotated[int, typer.Option("--seq-len", help="Sequence length for timing the candidate graphs.")]
@@ -65,6 +68,7 @@ def command(
     label_column: LabelColOpt = "label",
     gate: GateOpt = 0.99,
     eval_samples: EvalSamplesOpt = 500,
+    eval_batch: EvalBatchOpt = 1,
     optimize_for: OptimizeForOpt = None,
     strict: StrictOpt = False,
     max_length: MaxLengthOpt = 128,
@@ -92,6 +96,7 @@ def command(
         reduce_range=reduce_range,
         gate=gate,
         eval_samples=eval_samples,
+        eval_batch=eval_batch,
         optimize_for=optimize_for,
         strict=strict,
         max_length=max_length,

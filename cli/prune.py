@@ -29,6 +29,9 @@ def command(
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Training data for recovery.")] = None,
     eval_data: Annotated[Path | None, typer.Option("--eval-data", help="Validation data to report accuracy.")] = None,
     vocab: Annotated[Path | None, typer.Option("--vocab", help="Keep only the token ids this data uses.")] = None,
+    vocab_fallback: Annotated[
+        str, typer.Option("--vocab-fallback", help="Dropped token ids → unk (the [UNK] row) or nearest kept row.")
+    ] = "unk",
     text_column: TextColOpt = None,
     text_pair_column: PairColOpt = None,
     label_column: LabelColOpt = "label",
@@ -63,6 +66,7 @@ def command(
             samples=samples,
             iterations=iterations,
             schedule=schedule,
+            vocab_fallback=vocab_fallback,
         ),
         source="prune",
     )

@@ -57,6 +57,13 @@ class PruneConfig:
         default="geometric",
         metadata={"help": f"How the kept share shrinks over `iterations`: {', '.join(SCHEDULES)}."},
     )
+    vocab_fallback: str = field(
+        default="unk",
+        metadata={
+            "help": "With vocabulary pruning, where dropped token ids go: unk (the unknown row) or nearest (the "
+            "kept row with the most similar embedding)."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("heads", "ffn"):
@@ -69,6 +76,8 @@ class PruneConfig:
             raise ConfigError("give either `plan` or the `heads`/`ffn` fractions, not both")
         if self.recover not in RECOVER:
             raise ConfigError(f"`recover` must be one of {', '.join(RECOVER)}; got {self.recover!r}")
+        if self.vocab_fallback not in ("unk", "nearest"):
+            raise ConfigError(f"`vocab_fallback` must be one of unk, nearest; got {self.vocab_fallback!r}")
         if self.recover_steps < 0:
             raise ConfigError(f"`recover_steps` must be >= 0; got {self.recover_steps!r}")
         if "distill" in self.recover and self.recover_steps == 0:

@@ -48,10 +48,10 @@ def prune_checkpoint(
         vocab_data = load_data(vocab, require_labels=False, **text_columns)
         keep = used_token_ids(tokenizer, vocab_data.texts) | used_token_ids(tokenizer, vocab_data.text_pairs or [])
         bytes_before = model_bytes(model)
-        v = prune_vocab_(model, keep, tokenizer.unk_token_id)
+        v = prune_vocab_(model, keep, tokenizer.unk_token_id, fallback=config.vocab_fallback)
         out["vocab"] = asdict(v) | {"model_bytes_before": bytes_before, "model_bytes_after": model_bytes(model)}
         if val is not None:
-            out["vocab"]["validation_unknown_rate"] = unknown_rate(model, tokenizer, val.texts, val.text_pairs)
+            out["vocab"]["validation_unknown_rate"] = unknown_rate(tokenizer, keep, val.texts, val.text_pairs)
         logger.info(
             "vocabulary: kept %d of %d token ids; model %.1f MB → %.1f MB",
             v.kept,

@@ -51,7 +51,8 @@ class RemappedEmbedding(nn.Module):
     def __init__(self, source_vocab: int, kept: int, dim: int, padding_idx: int | None = None) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(kept, dim))
-        self.register_buffer("id_map", torch.zeros(source_vocab, dtype=torch.long))
+        # int32: half the bytes of int64 in the artifact, and ONNX Gather takes int32 indices
+        self.register_buffer("id_map", torch.zeros(source_vocab, dtype=torch.int32))
         self.padding_idx = padding_idx
         self.embedding_dim = dim
         self.num_embeddings = kept

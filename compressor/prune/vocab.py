@@ -24,7 +24,7 @@ class VocabReport:
     source_size: int
     kept: int
     embedding_bytes_before: int
-    embedding_bytes_after: int  # the kept rows plus the id map (int64 per source id)
+    embedding_bytes_after: int  # the kept rows plus the id map (int32 per source id)
 
 
 def used_token_ids(tokenizer: Any, texts: Iterable[str], *, batch_size: int = 1000) -> set[int]:
@@ -43,8 +43,19 @@ def used_token_ids(tokenizer: Any, texts: Iterable[str], *, batch_size: int = 10
     return ids
 
 
-def prune_vocab_(model: nn.Module, keep_ids: Iterable[int], unk_id: int) -> VocabReport:
-    """Keep the embedding rows of `keep_ids` (+ `unk_id`); remap every other id to the unknown row."""
+FALLBACKS = ("unk", "nearest")
+
+
+def prune_vocab_(model: nn.Module, keep_ids: Iterable[int], unk_id: int, *, fallback: str = "unk") -> VocabReport:
+    """Keep the embedding rows of `keep_ids` (+ `unk_id`); remap every other id.
+
+    Args:
+        fallback: where a dropped id goes: `unk`, the unknown-token row; `nearest`, the kept row whose original
+            embedding is closest to the dropped one's (cosine), e.g. "ingenious" → "clever", which keeps more of
+            an unseen word's meaning than [UNK] at no size cost (the id map has one entry per id either way).
+    """
+    if fallback not in FALLBACKS:
+        raise PruneError(f"vocabulary fallback must be one of {', '.join(FALLBACKS)}; got {fallback!r}")
     arch = arch_of(model)
     emb = get_module(model, arch.word_embeddings)
     if isinstance(emb, RemappedEmbedding):
@@ -55,8 +66,12 @@ def prune_vocab_(model: nn.Module, keep_ids: Iterable[int], unk_id: int) -> Voca
         raise PruneError(f"token ids to keep must lie in [0, {source_size}); got {keep[0]}..{keep[-1]}")
     index = torch.tensor(keep, dtype=torch.long, device=emb.weight.device)
     new = RemappedEmbedding(source_size, len(keep), dim).to(emb.weight.device, emb.weight.dtype)
-    id_map = torch.full((source_size,), keep.index(int(unk_id)), dtype=torch.long, device=emb.weight.device)
-    id_map[index] = torch.arange(len(keep), device=emb.weight.device)
+    id_map = torch.full((source_size,), keep.index(int(unk_id)), dtype=torch.int32, device=emb.weight.device)
+    id_map[index] = torch.arange(len(keep), dtype=torch.int32, device=emb.weight.device)
+    if fallback == "nearest":
+        dropped = torch.ones(source_size, dtype=torch.bool, device=emb.weight.device)
+        dropped[index] = False
+        id_map[dropped] = _nearest_rows(emb.weight.detach(), index, dropped.nonzero().squeeze(1)).to(torch.int32)
     with torch.no_grad():
         new.weight.copy_(emb.weight.index_select(0, index))
         new.id_map.copy_(id_map)
@@ -68,6 +83,17 @@ def prune_vocab_(model: nn.Module, keep_ids: Iterable[int], unk_id: int) -> Voca
     return VocabReport(source_size, len(keep), source_size * dim * elem, after)
 
 
+def _nearest_rows(weight: torch.Tensor, kept: torch.Tensor, dropped: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """For each dropped id, the position (in `kept`) of the kept embedding with the highest cosine similarity."""
+    unit = nn.functional.normalize(weight.float(), dim=1)
+    kept_unit = unit[kept]
+    out = torch.empty(len(dropped), dtype=torch.long, device=weight.device)
+    for start in range(0, len(dropped), chunk):
+        rows = unit[dropped[start : start + chunk]]
+        out[start : start + chunk] = (rows @ kept_unit.T).argmax(dim=1)
+    return out
+
+
 def build_vocab_shape_(model: nn.Module, vocab: dict[str, Any]) -> None:
     """Give a freshly built model the pruned embedding shape recorded in its structure."""
     arch = arch_of(model)
@@ -76,20 +102,18 @@ def build_vocab_shape_(model: nn.Module, vocab: dict[str, Any]) -> None:
     set_module(model, arch.word_embeddings, RemappedEmbedding(int(vocab["source_size"]), int(vocab["kept"]), dim))
 
 
-def unknown_rate(model: nn.Module, tokenizer: Any, texts: Iterable[str], pairs: Iterable[str] | None = None) -> float:
-    """Share of the tokens fed to the model for `texts` (special tokens included) that the pruned vocabulary maps
-    to the unknown row, not counting tokens the tokenizer itself made [UNK]."""
-    emb = get_module(model, arch_of(model).word_embeddings)
-    if not isinstance(emb, RemappedEmbedding):
-        return 0.0
-    id_map = emb.id_map.cpu()
-    unk_row = int(id_map[tokenizer.unk_token_id])
+def unknown_rate(
+    tokenizer: Any, kept_ids: Iterable[int], texts: Iterable[str], pairs: Iterable[str] | None = None
+) -> float:
+    """Share of the tokens fed to the model for `texts` (special tokens included) whose ids the pruned vocabulary
+    dropped, i.e. that fall back to the unknown row (or to the nearest kept row); tokens the tokenizer itself
+    made [UNK] are not counted."""
+    kept = set(kept_ids) | {tokenizer.unk_token_id}
     total = fallback = 0
     encoded = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True)
     for row in encoded["input_ids"]:
-        ids = torch.tensor(row, dtype=torch.long)
         total += len(row)
-        fallback += int(((id_map[ids] == unk_row) & (ids != tokenizer.unk_token_id)).sum())
+        fallback += sum(1 for i in row if i not in kept)
     return fallback / max(total, 1)
 
 

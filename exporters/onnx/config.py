@@ -42,6 +42,13 @@ class ExportConfig:
         metadata={"help": "Minimum agreement of int8 with fp32 predictions; below it, nodes stay fp32 one by one."},
     )
     eval_samples: int = field(default=500, metadata={"help": "Sentences drawn from the evaluation data for the gate."})
+    eval_batch: int = field(
+        default=1,
+        metadata={
+            "help": "Sentences per run in the gate and accuracy checks. 1 (unpadded) is the edge setting; dynamic "
+            "int8 depends on padding, so a larger batch measures a slightly different model."
+        },
+    )
     calibration_samples: int = field(default=200, metadata={"help": "Sentences used to calibrate static int8."})
     parity_atol: float | None = field(
         default=None, metadata={"help": "Max |Δlogit| of fp32 ONNX vs PyTorch; default: the architecture's (1e-4)."}
@@ -70,7 +77,8 @@ class ExportConfig:
             raise ConfigError(f"`fuse` must be one of {', '.join(FUSE_MODES)}; got {self.fuse!r}")
         if not 0.0 < self.gate <= 1.0:
             raise ConfigError(f"`gate` must be in (0, 1], e.g. 0.99; got {self.gate!r}")
-        for name in ("eval_samples", "calibration_samples", "threads", "batch", "seq_len", "timing_runs"):
+        positive = ("eval_samples", "eval_batch", "calibration_samples", "threads", "batch", "seq_len", "timing_runs")
+        for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` must be a positive integer; got {getattr(self, name)!r}")
         if self.parity_atol is not None and not self.parity_atol > 0:

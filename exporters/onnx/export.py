@@ -122,7 +122,14 @@ def export_onnx(
         work.mkdir()
         plain = work / "plain.onnx"
         torch_to_onnx(model, tokenizer, spec, plain, opset=opset)
-        feeds = sessions.batches(tokenizer, sample.texts, sample.pairs, spec.inputs, max_length=config.max_length)
+        feeds = sessions.batches(
+            tokenizer,
+            sample.texts,
+            sample.pairs,
+            spec.inputs,
+            max_length=config.max_length,
+            batch_size=config.eval_batch,
+        )
         check_feeds = sessions.first_rows(feeds, validate.PARITY_ROWS)
         torch_ref = validate.torch_logits(model, check_feeds)
         parity = validate.check_parity(torch_ref, plain, check_feeds, atol=atol, what="fp32 ONNX")

@@ -23,6 +23,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from compressor.errors import ExportError
 from exporters.onnx.sessions import Feed, first_rows, make_session, run_logits, with_outputs
 from exporters.onnx.validate import agreement
+from exporters.onnx.weight_only import store_int8_weights_
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class GateResult:
     logits: np.ndarray | None = None
     settings: QuantSettings | None = None  # what was finally used (per-channel may have been switched on)
     tried: list[dict[str, Any]] = field(default_factory=list)  # agreement of each weight granularity tried
+    int8_weight_nodes: list[str] = field(default_factory=list)  # excluded nodes whose weights are stored int8
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,7 @@ class GateResult:
             "passed": self.agreement >= self.threshold,
             "quantized_nodes": self.quantized_nodes,
             "excluded_nodes": self.excluded_nodes,
+            "excluded_nodes_int8_weights": self.int8_weight_nodes,
             "ranking": self.ranking,
             "tried": self.tried,
         }
@@ -112,8 +115,30 @@ def quantize_graph(
     *,
     exclude: Sequence[str] = (),
     calibration: Sequence[Feed] | None = None,
+) -> list[str]:
+    """Write the int8 version of `src` to `dst`, keeping the `exclude` nodes' arithmetic in fp32.
+
+    The excluded nodes' weights are still stored as int8 (weight-only, `store_int8_weights_`): their names are
+    returned.
+    """
+    _quantize(src, dst, settings, exclude=exclude, calibration=calibration)
+    if not exclude:
+        return []
+    model = onnx.load(str(dst))
+    stored = store_int8_weights_(model, _exclusions(exclude))
+    if stored:
+        onnx.save(model, str(dst))
+    return stored
+
+
+def _quantize(
+    src: Path,
+    dst: Path,
+    settings: QuantSettings,
+    *,
+    exclude: Sequence[str],
+    calibration: Sequence[Feed] | None,
 ) -> None:
-    """Write the int8 version of `src` to `dst`, keeping the `exclude` nodes in fp32."""
     with _quiet_quantizer():
         if settings.mode == "dynamic":
             quantize_dynamic(
@@ -305,18 +330,20 @@ def quantize_with_gate(
     best_logits = logits
     for node, error in ranking:
         trial = [*result.excluded_nodes, node]
-        quantize_graph(src, dst, settings, exclude=trial, calibration=calibration)
+        stored = quantize_graph(src, dst, settings, exclude=trial, calibration=calibration)
         logits = run_logits(make_session(dst, threads=threads), feeds)
         score = agreement(reference, logits)
         kept = score > result.agreement
         logger.info("  fp32 %s (added error %.3g): agreement %.4f%s", node, error, score, "" if kept else ", reverted")
         if kept:
             result.excluded_nodes, result.agreement, best_logits = trial, score, logits
+            result.int8_weight_nodes = stored
         if result.agreement >= gate:
             result.logits = best_logits
             return result
     # No single further node helped (errors interact): keep nodes in fp32 cumulatively, in ranked order, until the
-    # gate holds. With every node in fp32 the graph is the fp32 one, so this ends unless the gate is above 100 %.
+    # gate holds. With every node in fp32 the graph is the fp32 one up to int8 weight rounding, so this ends unless
+    # the gate is (close to) 100 %.
     logger.warning(
         "%s: no single node lifts agreement above %.4f; keeping nodes in fp32 cumulatively", name, result.agreement
     )
@@ -324,9 +351,10 @@ def quantize_with_gate(
         if node in result.excluded_nodes:
             continue
         result.excluded_nodes.append(node)
-        quantize_graph(src, dst, settings, exclude=result.excluded_nodes, calibration=calibration)
+        stored = quantize_graph(src, dst, settings, exclude=result.excluded_nodes, calibration=calibration)
         logits = run_logits(make_session(dst, threads=threads), feeds)
         result.agreement, result.logits = agreement(reference, logits), logits
+        result.int8_weight_nodes = stored
         logger.info("  fp32 %s (added error %.3g): agreement %.4f", node, error, result.agreement)
         if result.agreement >= gate:
             return result

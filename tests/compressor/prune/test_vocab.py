@@ -49,8 +49,8 @@ def test_unseen_tokens_map_to_unknown(tmp_path: Path) -> None:
     as_unknown = dict(batch, input_ids=torch.tensor([[i if i in keep else tok.unk_token_id for i in ids]]))
     torch.testing.assert_close(_logits(model, batch), _logits(reference, as_unknown), atol=1e-6, rtol=1e-6)
     assert not torch.allclose(_logits(reference, batch), _logits(reference, as_unknown))
-    assert unknown_rate(model, tok, [UNSEEN, "a great movie"]) == pytest.approx(1 / 10)
-    assert unknown_rate(reference, tok, [UNSEEN]) == 0.0
+    assert unknown_rate(tok, keep, [UNSEEN, "a great movie"]) == pytest.approx(1 / 10)
+    assert unknown_rate(tok, set(range(tok.vocab_size)), [UNSEEN]) == 0.0
 
 
 def test_vocabulary_pruning_shrinks_and_round_trips(tmp_path: Path) -> None:
@@ -86,10 +86,34 @@ def test_exported_graph_holds_the_id_map(tmp_path: Path) -> None:
     torch_to_onnx(model, tok, EXPORT_SPECS.get("bert"), path, opset=17)
     graph = onnx.load(str(path)).graph
     vocab = model.config.vocab_size
-    id_maps = [i for i in graph.initializer if list(i.dims) == [vocab] and i.data_type == onnx.TensorProto.INT64]
+    id_maps = [i for i in graph.initializer if list(i.dims) == [vocab] and i.data_type == onnx.TensorProto.INT32]
     assert len(id_maps) == 1
     assert any(node.op_type == "Gather" and id_maps[0].name in node.input for node in graph.node)
     batch = encode(tok, [*KEPT_TEXTS, UNSEEN])
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {i.name: batch[i.name].numpy().astype(np.int64) for i in session.get_inputs()}
     np.testing.assert_allclose(session.run(["logits"], feed)[0], _logits(model, batch).numpy(), atol=1e-5)
+
+
+def test_nearest_fallback_sends_a_dropped_id_to_the_most_similar_kept_row(tmp_path: Path) -> None:
+    tok = tiny_tokenizer(tmp_path)
+    model = tiny_model(0)
+    keep = used_token_ids(tok, KEPT_TEXTS)
+    bad = tok.convert_tokens_to_ids("bad")
+    assert bad not in keep
+    emb = model.bert.embeddings.word_embeddings.weight
+    twin = sorted(keep - set(tok.all_special_ids))[0]
+    with torch.no_grad():
+        emb[bad] = 3.0 * emb[twin]  # same direction as a kept token: cosine 1, far from every other row
+    prune_vocab_(model, keep, tok.unk_token_id, fallback="nearest")
+    id_map = model.bert.embeddings.word_embeddings.id_map
+    assert id_map.dtype == torch.int32
+    assert int(id_map[bad]) == int(id_map[twin]) != int(id_map[tok.unk_token_id])
+    assert unknown_rate(tok, keep, [UNSEEN]) == pytest.approx(1 / 5)  # still counted as dropped
+    kept_rows = sorted(int(id_map[i]) for i in keep | {tok.unk_token_id})
+    assert kept_rows == list(range(len(kept_rows)))  # the kept ids still own their rows
+
+
+def test_unknown_fallback_name_is_checked() -> None:
+    with pytest.raises(PruneError, match="fallback must be one of unk, nearest"):
+        prune_vocab_(tiny_model(0), [1, 2], 1, fallback="closest")
