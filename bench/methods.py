@@ -46,11 +46,11 @@ MAX_DROP_PT = 1.5  # issues 5 and 6
 GRID: dict[str, tuple[float, ...]] = {
     "full": (5e-5,),
     "lora": (2e-3, 5e-3),
-    "dsee": (2e-3, 5e-3),
-    "pruning-adapter": (2e-3, 5e-3),
+    "dsee": (2e-3,),
+    "pruning-adapter": (2e-3,),
     "pafi": (1e-2,),
-    "hiwi": (3e-3, 1e-2),
-    "adamix": (2e-3,),
+    "hiwi": (3e-3, 1e-2, 3e-2),
+    "adamix": (1e-3, 2e-3, 3e-3),
 }
 
 

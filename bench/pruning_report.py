@@ -278,9 +278,10 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         "### Issue 8: export of that pruned model (quantize=dynamic, fuse=auto)",
         "",
-        f"- Gate: int8 agrees with fp32 on {100 * int8['agreement']:.2f} % of {gate_acc.get('samples', '?')} "
-        f"validation sentences (threshold 99 %); excluded nodes: {', '.join(int8['excluded_nodes']) or 'none'}.",
-        f"- Accuracy (`compressor benchmark`, {art['fp32']['eval_rows']} rows): fp32 artifact "
+        f"- Gate (one sentence per run, unpadded, as on the edge): int8 agrees with fp32 on "
+        f"{100 * int8['agreement']:.2f} % of {gate_acc.get('samples', '?')} validation sentences (threshold 99 %); "
+        f"nodes kept fp32 (their weights stored int8): {', '.join(int8['excluded_nodes']) or 'none'}.",
+        f"- Accuracy (`compressor benchmark`, {art['fp32']['eval_rows']} rows, one per run): fp32 artifact "
         f"{_acc(art['fp32']['accuracy'])}, int8 {_acc(art['int8']['accuracy'])} "
         f"({_pt(art['int8']['accuracy'], art['fp32']['accuracy']):+.2f} pt); the manifest's gate sample: fp32 "
         f"{_acc(gate_acc.get('fp32'))}, int8 {_acc(gate_acc.get('final'))}.",

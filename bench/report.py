@@ -328,6 +328,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             mrows.append(
                 [
                     f"`{r['method']}`",
+                    "n/a" if r.get("finetune_lr") is None else f"{r['finetune_lr']:g}",
                     "n/a" if ft_acc is None else f"{100 * ft_acc:.2f}",
                     "n/a" if mt["finetune_delta_pt"] is None else f"{mt['finetune_delta_pt']:+.2f}",
                     f"{100 * r['accuracy']:.2f}",
@@ -340,6 +341,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += _table(
             [
                 "method",
+                "lr",
                 "fine-tuned acc % (PyTorch)",
                 "Δ vs full FT",
                 "row acc % (int8)",

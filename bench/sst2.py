@@ -214,6 +214,7 @@ def assemble(
                 "parameters": ft.result["total"],
                 "parameters_after": prune.result["report"]["params_after"] if prune else ft.result["total"],
                 "finetune_seconds": float(metrics.get("train_seconds", 0.0)),
+                "finetune_lr": ft.result.get("lr"),  # None in stages cached before the lr was recorded
                 "recover_seconds": float(prune.result.get("recover_seconds", 0.0)) if prune else 0.0,
                 "structure": prune.result["report"].get("structure") if prune else None,
                 "export": export.result,

@@ -285,3 +285,27 @@ def test_recipe_not_yaml(cli, tmp_path: Path) -> None:
     expect_refusal(
         result, case="recipe that is not valid YAML", code=2, problem="not valid YAML", fix="(line 2", out=out
     )
+
+
+def test_unknown_vocab_fallback(cli, tmp_path: Path, ckpt: Path, train_tsv: Path) -> None:
+    out = tmp_path / "out"
+    result = cli(
+        "prune", ckpt, "--heads", "0.5", "--vocab", train_tsv, "--vocab-fallback", "closest", "--out", out, "-q"
+    )
+    expect_refusal(
+        result,
+        case="unknown vocabulary fallback (prune --vocab-fallback closest)",
+        code=2,
+        problem="`vocab_fallback` must be one of unk, nearest",
+        fix="got 'closest'",
+        out=out,
+    )
+
+
+def test_zero_gate_batch(cli, tmp_path: Path, ckpt: Path) -> None:
+    out = tmp_path / "out"
+    result = cli("export", ckpt, "--eval-batch", "0", "--out", out, "-q")
+    expect_refusal(
+        result, case="zero sentences per gate run (export --eval-batch 0)", code=2, problem="`eval_batch`",
+        fix="must be a positive integer", out=out,
+    )  # fmt: skip

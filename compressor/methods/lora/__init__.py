@@ -66,5 +66,12 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 METHODS.register(
-    "lora", Method(config_cls=LoraConfig, inject=inject_lora, merge=merge_lora, prefix="lora_", default_lr=5e-4)
+    "lora",
+    Method(
+        config_cls=LoraConfig,
+        inject=inject_lora,
+        merge=merge_lora,
+        prefix="lora_",
+        default_lr=2e-3,  # measured best of bench/methods.py's grid (8,000 SST-2 rows, 1 epoch): docs/benchmarks.md
+    ),
 )

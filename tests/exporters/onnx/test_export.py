@@ -181,3 +181,19 @@ def test_not_enough_disk_space_fails_before_any_work(tokenizer, out_dir, monkeyp
 def test_max_length_beyond_the_models_positions_is_a_config_error(tokenizer, out_dir) -> None:
     with pytest.raises(ConfigError, match="max_length"):
         export_onnx(tiny_model(), tokenizer, fast_config(max_length=128), out_dir=out_dir)
+
+
+def test_gate_accuracy_is_what_the_runtime_measures_one_sentence_at_a_time(tokenizer, tmp_path, out_dir) -> None:
+    # Dynamic int8 scales activations per run, so padding changes results; the gate scores one unpadded sentence
+    # per run, as `compressor benchmark` (and an edge device at batch 1) does, so both report the same accuracy.
+    from compressor.benchmark import evaluate
+    from compressor.data import load_data
+    from exporters.runtime import Runtime
+    from tests.models import write_tiny_data
+
+    data = load_data(write_tiny_data(tmp_path / "eval.tsv", 24))
+    config = fast_config(fuse="off", gate=0.5)
+    assert config.eval_batch == 1
+    report = export_onnx(tiny_model(), tokenizer, config, out_dir=out_dir, eval_data=data)
+    assert report.accuracy is not None and report.accuracy["samples"] == 24
+    assert evaluate(Runtime(out_dir, threads=1), data) == pytest.approx(report.accuracy["final"])
