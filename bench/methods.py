@@ -71,7 +71,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise ConfigError(f"--methods: unknown method {unknown[0]!r}; known: {', '.join(GRID)}")
     if "full" not in args.methods:
         args.methods.insert(0, "full")  # the baseline every row is compared with
-    args.command = "python bench/methods.py " + shlex.join(argv)
+    args.command = " ".join(["python bench/methods.py", shlex.join(argv)]).strip()
     return args
 
 
@@ -117,7 +117,8 @@ def run_one(args: argparse.Namespace, method: str, lr: float) -> dict[str, Any]:
         "trainable_parameters": metrics["trainable_parameters"],
         "total_parameters": metrics["total_parameters"],
         "train_seconds": metrics["train_seconds"],
-        "stored_bytes": metrics.get("stored_bytes") or metrics.get("adapter_bytes"),
+        "adapter_bytes": metrics.get("adapter_bytes"),
+        "stored_delta_fraction": metrics.get("stored_delta_fraction"),  # HiWi: changed tensors / model
         "command": shlex.join(command),
     }
 
@@ -179,24 +180,28 @@ def render(result: dict[str, Any]) -> str:
         f"on the 872 validation sentences, before merging (merging is exact: logits within 1e-4). "
         f"Target: within {MAX_DROP_PT} pt of `full` ({100 * base:.2f} %).",
         "",
-        "| method | lr | accuracy | Δ vs full (pt) | trainable | train s |",
-        "|---|---|---|---|---|---|",
+        "| method | lr | accuracy | Δ vs full (pt) | trainable | saved adapter | train s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         share = 100 * r["trainable_parameters"] / r["total_parameters"]
+        saved = "–" if not r.get("adapter_bytes") else f"{r['adapter_bytes'] / 1e3:,.0f} kB"
+        if r.get("stored_delta_fraction") is not None:
+            saved += f" (delta {100 * r['stored_delta_fraction']:.3f} % of the model)"
         lines.append(
-            f"| {r['method']} | {r['lr']:g} | {100 * r['accuracy']:.2f} % | {100 * (r['accuracy'] - base):+.2f} "
-            f"| {r['trainable_parameters']:,} ({share:.2f} %) | {r['train_seconds']:.0f} |"
+            f"| {r['method']} | {lr_text(r['lr'])} | {100 * r['accuracy']:.2f} % "
+            f"| {100 * (r['accuracy'] - base):+.2f} | {r['trainable_parameters']:,} ({share:.2f} %) | {saved} "
+            f"| {r['train_seconds']:.0f} |"
         )
     lines += ["", "| method | default lr (best of grid) | accuracy | Δ (pt) | within 1.5 pt |"]
     lines += ["|---|---|---|---|---|"]
     for m in result["methods"]:
         if m["method"] == "full":
             continue
-        mark = "" if abs(m["best_lr"] - m["default_lr"]) < 1e-12 else f" (default {m['default_lr']:g})"
+        mark = "" if abs(m["best_lr"] - m["default_lr"]) < 1e-12 else f" (default {lr_text(m['default_lr'])})"
         lines.append(
-            f"| {m['method']} | {m['best_lr']:g}{mark} | {100 * m['best_accuracy']:.2f} % | {m['delta_pt']:+.2f} "
-            f"| {'yes' if m['within'] else '**no**'} |"
+            f"| {m['method']} | {lr_text(m['best_lr'])}{mark} | {100 * m['best_accuracy']:.2f} % "
+            f"| {m['delta_pt']:+.2f} | {'yes' if m['within'] else '**no**'} |"
         )
     lines += [
         "",

@@ -19,8 +19,9 @@ def _methods_help() -> list[tuple[str, str]]:
 
     rows = []
     for name in METHODS.names():
-        fields = ", ".join(f"{n}={d!r}" for n, _h, d in describe(METHODS.get(name).config_cls))
-        rows.append((name, fields or "(no options)"))
+        method = METHODS.get(name)
+        fields = ", ".join(f"{n}={d!r}" for n, _h, d in describe(method.config_cls))
+        rows.append((name, f"{fields or '(no options)'}; --lr default {method.default_lr:g}"))
     return rows
 
 
