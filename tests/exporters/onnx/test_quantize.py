@@ -116,9 +116,9 @@ def test_gate_keeps_nodes_cumulatively_when_no_single_node_helps(tokenizer, sent
     excluded: list[list[str]] = [[]]
     real_quantize = quantize_module.quantize_graph
 
-    def recording_quantize(src, dst, settings, *, exclude=(), calibration=None):
+    def recording_quantize(src, dst, settings, *, exclude=(), calibration=None, int8_weights=False):
         excluded.append(list(exclude))
-        return real_quantize(src, dst, settings, exclude=exclude, calibration=calibration)
+        return real_quantize(src, dst, settings, exclude=exclude, calibration=calibration, int8_weights=int8_weights)
 
     monkeypatch.setattr(quantize_module, "quantize_graph", recording_quantize)
     monkeypatch.setattr(quantize_module, "agreement", lambda reference, logits: 1.0 if len(excluded[-1]) >= 2 else 0.5)
@@ -126,3 +126,38 @@ def test_gate_keeps_nodes_cumulatively_when_no_single_node_helps(tokenizer, sent
     report = export_onnx(tiny_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
     assert len(report.excluded_nodes) == 2
     assert report.agreement == 1.0
+
+
+def test_excluded_weights_go_int8_only_while_the_gate_holds(tokenizer, sentences, out_dir, monkeypatch) -> None:
+    # The gate passes once one node is fp32; storing that node's weights as int8 then "costs" agreement here, so
+    # the export must keep them fp32 (not fail, and not ship a graph below the gate).
+    from exporters.onnx import weight_only
+
+    monkeypatch.setattr(weight_only, "MIN_ELEMENTS", 1)  # the tiny model's matrices count as worth storing
+    real_quantize = quantize_module.quantize_graph
+    state = {"int8_weights": False, "excluded": 0}
+
+    def recording_quantize(src, dst, settings, *, exclude=(), calibration=None, int8_weights=False):
+        state.update(int8_weights=int8_weights, excluded=len(exclude))
+        return real_quantize(src, dst, settings, exclude=exclude, calibration=calibration, int8_weights=int8_weights)
+
+    def fake_agreement(reference, logits):
+        if state["excluded"] == 0:
+            return 0.5
+        return 0.9 if state["int8_weights"] else 1.0
+
+    monkeypatch.setattr(quantize_module, "quantize_graph", recording_quantize)
+    monkeypatch.setattr(quantize_module, "agreement", fake_agreement)
+    config = fast_config(fuse="off", per_channel=False)
+    report = export_onnx(_outlier_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    gate = report.manifest["quantization"]["gate"]
+    assert gate["excluded_nodes"] and gate["excluded_nodes_int8_weights"] == [] and report.agreement == 1.0
+    inits = {i.name for i in onnx.load(str(out_dir / "model.onnx")).graph.initializer}
+    assert not any(name.endswith("_int8") for name in inits)  # the excluded weights stayed fp32
+
+    monkeypatch.setattr(quantize_module, "agreement", lambda reference, logits: 0.5 if state["excluded"] == 0 else 1.0)
+    report = export_onnx(_outlier_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    gate = report.manifest["quantization"]["gate"]
+    assert gate["excluded_nodes_int8_weights"] == gate["excluded_nodes"][:1]  # stored int8 when the gate holds
+    inits = {i.name for i in onnx.load(str(out_dir / "model.onnx")).graph.initializer}
+    assert any(name.endswith("_int8") for name in inits)
