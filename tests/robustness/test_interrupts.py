@@ -21,6 +21,12 @@ TIMEOUT = 240  # seconds; generous: the machine is shared
 EXPORT_ARGS = ("--quantize", "dynamic", "--fuse", "auto", "--max-length", "32", "--seq-len", "16", "-q")
 
 
+def _sigint_default() -> None:
+    # A shell's background job starts with SIGINT ignored and a child inherits that, so Ctrl-C would never reach
+    # the command under test; a terminal user's process has the default, which is what these tests are about.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[object]) -> subprocess.Popen:
     env = os.environ | {"PYTHONPATH": str(ROOT), "COMPRESSOR_DEBUG": "0", "OMP_NUM_THREADS": "1"}  # see conftest
     return subprocess.Popen(
@@ -30,6 +36,7 @@ def _start(args: list[object]) -> subprocess.Popen:
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=_sigint_default,  # noqa: PLW1509 (no threads are started before the fork here)
     )
 
 
