@@ -86,7 +86,9 @@ def test_issue8_export_gate_fusion_and_loaders(tiny_run: dict[str, Any]) -> None
     assert int8["accuracy"]["samples"] == r["eval_rows"] == 16 and 0.0 <= int8["agreement"] <= 1.0
     assert int8["fusion"]["mode"] == "auto" and int8["fusion"]["choice"] in int8["fusion"]["timings_ms"]
     assert r["exports"]["fp32"]["quantization"]["mode"] == "none"
-    assert set(r["artifacts"]) == {"fp32", "int8", "int8-vocab", "int8-vocab-nearest"}
+    assert set(r["artifacts"]) == {
+        "fp32", "int8", "int8-vocab", "int8-vocab-nearest", "int8-small", "int8-small-vocab-nearest",
+    }  # fmt: skip
     assert r["exports"]["int8-vocab-nearest"]["vocab"]["fallback"] == "nearest"
     assert all(a["eval_rows"] == 16 and a["p50_ms"] > 0 for a in r["artifacts"].values())
     loaders = r["loaders"]
@@ -131,9 +133,12 @@ def test_targets_follow_the_numbers(tiny_run: dict[str, Any]) -> None:
     art["int8"]["accuracy"] = 0.8969
     assert _target(r, 8, "loses")["met"] is False
     r["exports"]["int8-vocab"]["model_bytes"] = int(0.6 * r["exports"]["int8"]["model_bytes"])
-    assert _target(r, 7, "(unk) cuts the artifact")["met"] is True
+    assert _target(r, 7, "(unk, fisher flops=0.6 + reconstruct) cuts the artifact")["met"] is True
     r["exports"]["int8-vocab"]["model_bytes"] += 1
-    assert _target(r, 7, "(unk) cuts the artifact")["met"] is False
+    assert _target(r, 7, "(unk, fisher flops=0.6 + reconstruct) cuts the artifact")["met"] is False
+    small = r["exports"]["int8-small"]["model_bytes"]
+    r["exports"]["int8-small-vocab-nearest"]["model_bytes"] = int(0.6 * small)  # its own base, not int8's
+    assert _target(r, 7, "(nearest, fisher flops=0.4 + reconstruct) cuts")["met"] is True
     free = r["issue7"]["flops=0.7"]
     free["plan"]["analyse_seconds"], free["plan"]["prune_seconds"], free["reconstruct"]["reconstruct_seconds"] = (
         100.0, 1.0, 199.0,
