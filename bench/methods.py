@@ -8,9 +8,11 @@ GLUE papers do, so treat the best-of-grid numbers as tuned, not held-out.
 
     python bench/methods.py                       # the whole grid (~25 min of training on 2 cores)
     python bench/methods.py --methods lora,dsee   # part of it
+    python bench/methods.py --epochs 2 --defaults-only --methods hiwi,adamix   # the defaults at twice the budget
 
 A run whose `OUT/METHOD-LR/metrics.json` exists is not run again (an interrupted one resumes from its checkpoint).
-Results: the `bench:methods` section of docs/benchmarks.md and docs/bench-methods.json.
+Results: the `bench:methods` section of docs/benchmarks.md and docs/bench-methods.json (another budget, or
+`--defaults-only`, gets its own section and JSON).
 """
 
 from __future__ import annotations
@@ -63,8 +65,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "lr-sweep", help="One directory per run.")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="Where benchmarks.md and the JSON go.")
+    parser.add_argument(
+        "--defaults-only",
+        action="store_true",
+        help="Each method at its default learning rate only (e.g. to check the defaults at another budget).",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.epochs <= 0 or args.train_samples < 1 or args.batch_size < 1:
+        raise ConfigError("--epochs, --train-samples and --batch-size must be positive")
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in GRID]
     if unknown:
@@ -82,7 +91,9 @@ def lr_text(lr: float) -> str:
 
 
 def run_dir(args: argparse.Namespace, method: str, lr: float) -> Path:
-    return Path(args.out) / f"{method}-{lr_text(lr)}"
+    """OUT/METHOD-LR, with the budget appended when it is not the reference one (runs never mix budgets)."""
+    budget = "" if args.epochs == 1 and args.train_samples == 8000 else f"-{args.train_samples}rows-{args.epochs:g}ep"
+    return Path(args.out) / f"{method}-{lr_text(lr)}{budget}"
 
 
 def finetune_command(args: argparse.Namespace, method: str, lr: float) -> list[str]:
@@ -126,7 +137,7 @@ def run_one(args: argparse.Namespace, method: str, lr: float) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from compressor.methods import METHODS
 
-    rows = [run_one(args, m, lr) for m in args.methods for lr in GRID[m]]
+    rows = [run_one(args, m, lr) for m in args.methods for lr in lrs(args, m)]
     base = next(r for r in rows if r["method"] == "full")
     methods = []
     for m in args.methods:
@@ -160,19 +171,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
         "methods": methods,
     }
+    result["defaults_only"] = bool(args.defaults_only)
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "bench-methods.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    update_section(docs / "benchmarks.md", render(result), markers=(START, END))
+    tag = budget_tag(args)
+    (docs / f"bench-methods{tag}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    update_section(docs / "benchmarks.md", render(result, tag), markers=markers(tag))
     return result
 
 
-def render(result: dict[str, Any]) -> str:
+def lrs(args: argparse.Namespace, method: str) -> tuple[float, ...]:
+    from compressor.methods import METHODS
+
+    return (METHODS.get(method).default_lr,) if args.defaults_only else GRID[method]
+
+
+def budget_tag(args: argparse.Namespace) -> str:
+    """'' for the grid at the reference budget (1 epoch, 8,000 rows); else a suffix naming the budget, so each
+    budget keeps its own docs section and JSON."""
+    if args.epochs == 1 and args.train_samples == 8000 and not args.defaults_only:
+        return ""
+    return f"-{args.train_samples}rows-{args.epochs:g}ep" + ("-defaults" if args.defaults_only else "")
+
+
+def markers(tag: str) -> tuple[str, str]:
+    return (START, END) if not tag else (f"<!-- bench:methods{tag}:start -->", f"<!-- bench:methods{tag}:end -->")
+
+
+def render(result: dict[str, Any], tag: str = "") -> str:
     b = result["budget"]
     base = result["baseline_accuracy"]
+    start, end = markers(tag)
+    title = "## Fine-tuning methods at one budget (issues 5, 6)"
+    if tag:
+        title = f"## Fine-tuning methods at {b['epochs']:g} epoch(s) of {b['train_samples']:,} rows (issues 5, 6)"
     lines = [
-        START,
-        "## Fine-tuning methods at one budget (issues 5, 6)",
+        start,
+        title,
         "",
         f"`{result['command']}` ({result['date']}; {result['machine']['cpu']}, {result['machine']['cores']} cores). "
         f"Every run: `compressor finetune minilm --method M --lr LR` on the same {b['train_samples']:,} seeded rows "
@@ -193,7 +228,8 @@ def render(result: dict[str, Any]) -> str:
             f"| {100 * (r['accuracy'] - base):+.2f} | {r['trainable_parameters']:,} ({share:.2f} %) | {saved} "
             f"| {r['train_seconds']:.0f} |"
         )
-    lines += ["", "| method | default lr (best of grid) | accuracy | Δ (pt) | within 1.5 pt |"]
+    header = "default lr" if result.get("defaults_only") else "default lr (best of grid)"
+    lines += ["", f"| method | {header} | accuracy | Δ (pt) | within 1.5 pt |"]
     lines += ["|---|---|---|---|---|"]
     for m in result["methods"]:
         if m["method"] == "full":
@@ -205,8 +241,10 @@ def render(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "The learning rate is chosen on the validation set (as GLUE results are): best-of-grid numbers are tuned.",
-        END,
+        "The learning rate is chosen on the validation set (as GLUE results are): best-of-grid numbers are tuned."
+        if not result.get("defaults_only")
+        else "Each method at its default learning rate (chosen by the 1-epoch grid above), not tuned again here.",
+        end,
     ]
     return "\n".join(lines) + "\n"
 
