@@ -90,10 +90,14 @@ def lr_text(lr: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def budget_suffix(args: argparse.Namespace) -> str:
+    """'' at the reference budget (1 epoch of 8,000 rows), else e.g. '-8000rows-2ep'."""
+    return "" if args.epochs == 1 and args.train_samples == 8000 else f"-{args.train_samples}rows-{args.epochs:g}ep"
+
+
 def run_dir(args: argparse.Namespace, method: str, lr: float) -> Path:
     """OUT/METHOD-LR, with the budget appended when it is not the reference one (runs never mix budgets)."""
-    budget = "" if args.epochs == 1 and args.train_samples == 8000 else f"-{args.train_samples}rows-{args.epochs:g}ep"
-    return Path(args.out) / f"{method}-{lr_text(lr)}{budget}"
+    return Path(args.out) / f"{method}-{lr_text(lr)}{budget_suffix(args)}"
 
 
 def finetune_command(args: argparse.Namespace, method: str, lr: float) -> list[str]:
@@ -189,9 +193,9 @@ def lrs(args: argparse.Namespace, method: str) -> tuple[float, ...]:
 def budget_tag(args: argparse.Namespace) -> str:
     """'' for the grid at the reference budget (1 epoch, 8,000 rows); else a suffix naming the budget, so each
     budget keeps its own docs section and JSON."""
-    if args.epochs == 1 and args.train_samples == 8000 and not args.defaults_only:
-        return ""
-    return f"-{args.train_samples}rows-{args.epochs:g}ep" + ("-defaults" if args.defaults_only else "")
+    if args.defaults_only:
+        return f"-{args.train_samples}rows-{args.epochs:g}ep-defaults"
+    return budget_suffix(args)
 
 
 def markers(tag: str) -> tuple[str, str]:

@@ -19,6 +19,7 @@ from compressor.models import arch_of, encoder_layers, get_module, head_size
 from compressor.prune.schedule import SCHEDULES, count_schedule, kept_fractions
 from compressor.prune.structure import ensure_structure, structure_of, summary
 from compressor.prune.surgery import prune_ffn_, prune_heads_
+from compressor.prune.vocab import FALLBACKS
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ class PruneConfig:
             raise ConfigError("give either `plan` or the `heads`/`ffn` fractions, not both")
         if self.recover not in RECOVER:
             raise ConfigError(f"`recover` must be one of {', '.join(RECOVER)}; got {self.recover!r}")
-        if self.vocab_fallback not in ("unk", "nearest"):
-            raise ConfigError(f"`vocab_fallback` must be one of unk, nearest; got {self.vocab_fallback!r}")
+        if self.vocab_fallback not in FALLBACKS:
+            raise ConfigError(f"`vocab_fallback` must be one of {', '.join(FALLBACKS)}; got {self.vocab_fallback!r}")
         if self.recover_steps < 0:
             raise ConfigError(f"`recover_steps` must be >= 0; got {self.recover_steps!r}")
         if "distill" in self.recover and self.recover_steps == 0:

@@ -287,10 +287,18 @@ def quantize_with_gate(
             (per-channel scales follow each output row's range, which often rescues outlier-heavy layers).
     """
 
-    def attempt(candidate: QuantSettings) -> tuple[float, np.ndarray]:
-        quantize_graph(src, dst, candidate, calibration=calibration)
+    def measure(
+        candidate: QuantSettings, exclude: Sequence[str] = (), *, int8_weights: bool = False
+    ) -> tuple[float, np.ndarray, list[str]]:
+        """Quantize into `dst` and score it: (agreement with `reference`, logits, nodes given int8 weights)."""
+        stored = quantize_graph(
+            src, dst, candidate, exclude=exclude, calibration=calibration, int8_weights=int8_weights
+        )
         out = run_logits(make_session(dst, threads=threads), feeds)
-        score = agreement(reference, out)
+        return agreement(reference, out), out, stored
+
+    def attempt(candidate: QuantSettings) -> tuple[float, np.ndarray]:
+        score, out, _ = measure(candidate)
         tried.append({"per_channel": candidate.per_channel, "agreement": score})
         logger.info(
             "%s int8 (%s, per_channel=%s) agrees with fp32 on %.2f%% of %d sentences",
@@ -301,6 +309,25 @@ def quantize_with_gate(
             len(reference),
         )
         return score, out
+
+    def with_int8_weights(result: GateResult) -> GateResult:
+        """Store the excluded nodes' weights as int8 (4× smaller) if the gate still holds that way, else keep fp32.
+
+        The search keeps nodes fully fp32; rounding their weights is a further, usually harmless change, but on a
+        model with many near-tie predictions it can flip a few, so it is measured like every other candidate.
+        """
+        if not result.excluded_nodes:
+            return result
+        score, out, stored = measure(settings, result.excluded_nodes, int8_weights=True)
+        if not stored:
+            return result
+        if score >= gate:
+            logger.info("%s: %d fp32 node(s) keep int8 weights; agreement %.4f", name, len(stored), score)
+            result.int8_weight_nodes, result.agreement, result.logits = stored, score, out
+            return result
+        logger.info("%s: int8 weights on the fp32 nodes drop agreement to %.4f; they stay fp32", name, score)
+        quantize_graph(src, dst, settings, exclude=result.excluded_nodes, calibration=calibration)
+        return result
 
     tried: list[dict[str, Any]] = []
     first, logits = attempt(settings)
@@ -334,16 +361,14 @@ def quantize_with_gate(
     best_logits = logits
     for node, error in ranking:
         trial = [*result.excluded_nodes, node]
-        quantize_graph(src, dst, settings, exclude=trial, calibration=calibration)
-        logits = run_logits(make_session(dst, threads=threads), feeds)
-        score = agreement(reference, logits)
+        score, logits, _ = measure(settings, trial)
         kept = score > result.agreement
         logger.info("  fp32 %s (added error %.3g): agreement %.4f%s", node, error, score, "" if kept else ", reverted")
         if kept:
             result.excluded_nodes, result.agreement, best_logits = trial, score, logits
         if result.agreement >= gate:
             result.logits = best_logits
-            return _store_excluded_weights(result, src, dst, settings, reference, feeds, calibration, threads, name)
+            return with_int8_weights(result)
     # No single further node helped (errors interact): keep nodes in fp32 cumulatively, in ranked order, until the
     # gate holds. With every node in fp32 the graph is the fp32 one, so this ends unless the gate is above 100 %.
     logger.warning(
@@ -353,47 +378,11 @@ def quantize_with_gate(
         if node in result.excluded_nodes:
             continue
         result.excluded_nodes.append(node)
-        quantize_graph(src, dst, settings, exclude=result.excluded_nodes, calibration=calibration)
-        logits = run_logits(make_session(dst, threads=threads), feeds)
-        result.agreement, result.logits = agreement(reference, logits), logits
+        result.agreement, result.logits, _ = measure(settings, result.excluded_nodes)
         logger.info("  fp32 %s (added error %.3g): agreement %.4f", node, error, result.agreement)
         if result.agreement >= gate:
-            return _store_excluded_weights(result, src, dst, settings, reference, feeds, calibration, threads, name)
+            return with_int8_weights(result)
     raise ExportError(
         f"int8 agreement with fp32 stays at {result.agreement:.4f}, below the gate {gate} even with all "
         f"{len(ranking)} quantized nodes kept in fp32; export with --quantize none or lower --gate"
     )
-
-
-def _store_excluded_weights(
-    result: GateResult,
-    src: Path,
-    dst: Path,
-    settings: QuantSettings,
-    reference: np.ndarray,
-    feeds: Sequence[Feed],
-    calibration: Sequence[Feed] | None,
-    threads: int | None,
-    name: str,
-) -> GateResult:
-    """Store the excluded nodes' weights as int8 (4× smaller) if the gate still holds that way, else keep fp32.
-
-    The search above keeps nodes fully fp32; rounding their weights is a further, usually harmless change, but on a
-    model with many near-tie predictions it can flip a few, so it is measured like every other candidate.
-    """
-    if not result.excluded_nodes:
-        return result
-    stored = quantize_graph(
-        src, dst, settings, exclude=result.excluded_nodes, calibration=calibration, int8_weights=True
-    )
-    if not stored:
-        return result
-    logits = run_logits(make_session(dst, threads=threads), feeds)
-    score = agreement(reference, logits)
-    if score >= result.threshold:
-        logger.info("%s: %d fp32 node(s) keep int8 weights; agreement %.4f", name, len(stored), score)
-        result.int8_weight_nodes, result.agreement, result.logits = stored, score, logits
-        return result
-    logger.info("%s: int8 weights on the fp32 nodes drop agreement to %.4f; they stay fp32", name, score)
-    quantize_graph(src, dst, settings, exclude=result.excluded_nodes, calibration=calibration)
-    return result
