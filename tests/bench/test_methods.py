@@ -50,7 +50,7 @@ def test_render_marks_methods_within_the_target() -> None:
         "command": "python bench/methods.py",
         "date": "2026-11-26",
         "machine": {"cpu": "CPU", "cores": 2},
-        "budget": {"train_samples": 8000, "epochs": 1.0, "batch_size": 32, "seed": 42},
+        "budget": {"train_samples": 8000, "epochs": 1.0, "batch_size": 32, "seeds": [42]},
         "baseline_accuracy": 0.84,
         "rows": [
             row | {"method": "full", "lr": 5e-5, "accuracy": 0.84},
@@ -68,3 +68,53 @@ def test_render_marks_methods_within_the_target() -> None:
     assert "| hiwi | 1e-2 (default 3e-3) | 80.00 % | -4.00 | **no** |" in text
     tagged = methods.render(result | {"defaults_only": True}, "-8000rows-2ep-defaults")
     assert tagged.startswith("<!-- bench:methods-8000rows-2ep-defaults:start -->") and "not tuned again" in tagged
+
+
+def test_seeds_name_their_runs_and_methods_are_judged_on_the_mean(tmp_path: Path) -> None:
+    args = methods.parse_args(["--out", str(tmp_path), "--defaults-only", "--methods", "hiwi", "--seeds", "44,42,43"])
+    assert args.seeds == [42, 43, 44]
+    assert methods.run_dir(args, "hiwi", 3e-3, 42) == tmp_path / "hiwi-3e-3"  # the reference seed keeps its cache
+    assert methods.run_dir(args, "hiwi", 3e-3, 43) == tmp_path / "hiwi-3e-3-s43"
+    assert "--seed 43" in " ".join(methods.finetune_command(args, "hiwi", 3e-3, 43))
+    assert methods.budget_tag(args) == "-8000rows-1ep-defaults-3seeds"
+    with pytest.raises(ConfigError, match="--seeds must be comma-separated integers"):
+        methods.parse_args(["--seeds", "42,x"])
+
+    sizes = {"trainable_parameters": 10, "total_parameters": 1000, "train_seconds": 5.0, "adapter_bytes": 2000}
+    accuracy = {("full", 42): 0.84, ("full", 43): 0.86, ("hiwi", 42): 0.80, ("hiwi", 43): 0.84}
+    rows = [sizes | {"method": m, "lr": 1e-2, "seed": s, "accuracy": a} for (m, s), a in accuracy.items()]
+    settings = methods.aggregate(rows)
+    assert [round(s["accuracy"], 6) for s in settings] == [0.85, 0.82]
+    assert settings[1]["seed_accuracies"] == {42: 0.80, 43: 0.84}
+
+    summary = {"method": "hiwi", "best_lr": 1e-2, "best_accuracy": 0.82, "best_seed_accuracies": {42: 0.8, 43: 0.84},
+               "delta_pt": -3.0, "default_lr": 1e-2, "within": False}  # fmt: skip
+    result = {
+        "command": "python bench/methods.py --seeds 42,43",
+        "date": "2026-11-26",
+        "machine": {"cpu": "CPU", "cores": 2},
+        "budget": {"train_samples": 8000, "epochs": 1.0, "batch_size": 32, "seeds": [42, 43]},
+        "baseline_accuracy": 0.85,
+        "rows": rows,
+        "methods": [summary | {"method": "full"}, summary],
+        "defaults_only": True,
+    }
+    text = methods.render(result, "-8000rows-1ep-defaults-2seeds")
+    assert ", 2 seeds (issues 5, 6)" in text and "judged on its mean" in text
+    assert "| hiwi | 1e-2 | 43 | 84.00 % | -2.00 |" in text  # each run against full at the same seed
+    assert "| hiwi | 1e-2 | 82.00 % (80.00 / 84.00) | -3.00 | **no** |" in text
+
+
+def test_a_cached_run_with_other_options_than_the_defaults_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from compressor.config import config_to_dict
+    from compressor.methods import METHODS
+
+    current = config_to_dict(METHODS.get("hiwi").config_cls())
+    (tmp_path / "method.json").write_text(json.dumps(current))
+    methods.check_current(tmp_path, "hiwi")  # today's defaults: reused
+    stale = current | {"fields": current["fields"] | {"targets": ["in_bias"], "bottleneck": 2}}
+    (tmp_path / "method.json").write_text(json.dumps(stale))
+    with pytest.raises(ConfigError, match=r"other hiwi options than today's defaults \(bottleneck, targets\)"):
+        methods.check_current(tmp_path, "hiwi")

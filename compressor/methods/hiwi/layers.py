@@ -45,10 +45,19 @@ class HiwiAdapter(nn.Module):
         return self.up(self.act(self.down(rows)))  # (n_rows, width) → (n_rows, width)
 
 
-class HiwiLinear(nn.Module):
-    """`base_layer` whose weight and/or bias go through their adapter before use: F.linear(x, W', b')."""
+def adapted(param: torch.Tensor, adapter: HiwiAdapter | None) -> torch.Tensor:
+    """P + g(P): a vector (bias, LayerNorm gain) is one input row of g; a matrix feeds each of its rows."""
+    if adapter is None:
+        return param
+    if param.dim() == 1:
+        return param + adapter(param.unsqueeze(0)).squeeze(0)  # (width,) → (1, width) → (width,)
+    return param + adapter(param)  # (rows, width)
 
-    def __init__(self, base_layer: nn.Linear, hiwi_weight: HiwiAdapter | None, hiwi_bias: HiwiAdapter | None) -> None:
+
+class HiwiParams(nn.Module):
+    """`base_layer` whose weight and/or bias go through their adapter before use; subclasses say how they are used."""
+
+    def __init__(self, base_layer: nn.Module, hiwi_weight: HiwiAdapter | None, hiwi_bias: HiwiAdapter | None) -> None:
         super().__init__()
         self.base_layer = base_layer
         self.hiwi_weight = hiwi_weight
@@ -58,26 +67,35 @@ class HiwiLinear(nn.Module):
         return [p for a in (self.hiwi_weight, self.hiwi_bias) if a is not None for p in a.parameters()]
 
     def new_weight(self) -> torch.Tensor:
-        weight = self.base_layer.weight  # (out, in): each row is one input of g
-        return weight if self.hiwi_weight is None else weight + self.hiwi_weight(weight)
+        return adapted(self.base_layer.weight, self.hiwi_weight)
 
     def new_bias(self) -> torch.Tensor | None:
         bias = self.base_layer.bias
-        if self.hiwi_bias is None or bias is None:
-            return bias
-        return bias + self.hiwi_bias(bias.unsqueeze(0)).squeeze(0)  # the bias as one row: (1, out) → (out,)
+        return None if bias is None else adapted(bias, self.hiwi_bias)
 
     def delta_weight(self) -> torch.Tensor:
         return self.new_weight() - self.base_layer.weight
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.new_weight(), self.new_bias())
-
     @torch.no_grad()
-    def merge_(self) -> nn.Linear:
-        """Compute P' once, write it over P, and return the plain linear (the adapters are dropped)."""
+    def merge_(self) -> nn.Module:
+        """Compute P' once, write it over P, and return the plain module (the adapters are dropped)."""
         weight, bias = self.new_weight(), self.new_bias()
         self.base_layer.weight.copy_(weight)
         if bias is not None:
             self.base_layer.bias.copy_(bias)
         return self.base_layer
+
+
+class HiwiLinear(HiwiParams):
+    """An FFN linear with adapted parameters: F.linear(x, W', b')."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.new_weight(), self.new_bias())
+
+
+class HiwiLayerNorm(HiwiParams):
+    """The LayerNorm closing the FFN sub-layer (LN(x + FFN(x))) with adapted gain and/or bias."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ln = self.base_layer
+        return F.layer_norm(x, ln.normalized_shape, self.new_weight(), self.new_bias(), ln.eps)

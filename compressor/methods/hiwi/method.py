@@ -11,8 +11,8 @@ from torch import nn
 from compressor.errors import ModelError
 from compressor.methods.base import freeze_, unfreeze_classifier_
 from compressor.methods.hiwi.config import TARGETS, HiwiConfig
-from compressor.methods.hiwi.layers import HiwiAdapter, HiwiLinear
-from compressor.methods.targets import encoder_linears
+from compressor.methods.hiwi.layers import HiwiAdapter, HiwiLayerNorm, HiwiLinear, HiwiParams
+from compressor.methods.targets import encoder_modules
 from compressor.models import set_module
 
 logger = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 def inject_hiwi(model: nn.Module, cfg: HiwiConfig) -> nn.Module:
     """Freeze the model and give every targeted FFN tensor its own adapter; the adapters and the head train."""
-    if any(isinstance(m, HiwiLinear) for m in model.modules()):
+    if any(isinstance(m, HiwiParams) for m in model.modules()):
         raise ModelError("HiWi is already injected into this model")
     freeze_(model)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -28,35 +28,38 @@ def inject_hiwi(model: nn.Module, cfg: HiwiConfig) -> nn.Module:
     for target in cfg.targets:
         role, tensor = TARGETS[target]
         wanted.setdefault(role, []).append(tensor)
-    linears = [
-        (name, linear, tensors) for role, tensors in wanted.items() for name, linear in encoder_linears(model, [role])
+    found = [
+        (name, module, tensors)
+        for role, tensors in wanted.items()
+        for name, module in encoder_modules(model, [role], nn.LayerNorm if role == "ffn_norm" else nn.Linear)
     ]
-    if not linears:
-        raise ModelError("HiWi found no FFN linears to adapt (is every FFN neuron pruned?)")
-    for name, linear, tensors in linears:
-        if "bias" in tensors and linear.bias is None:
-            raise ModelError(f"HiWi targets the bias of `{name}`, which has none")
+    if not found:
+        raise ModelError("HiWi found no FFN parameters to adapt (is every FFN neuron pruned?)")
+    for name, module, tensors in found:
         adapters = {}
-        for tensor in tensors:  # a weight (out, in) feeds rows of width `in`; a bias is one row of width `out`
-            width = linear.weight.shape[1] if tensor == "weight" else linear.bias.shape[0]
-            adapters[tensor] = HiwiAdapter(
-                width,
+        for tensor in tensors:
+            param = getattr(module, tensor)
+            if param is None:
+                raise ModelError(f"HiWi targets the {tensor} of `{name}`, which has none")
+            adapters[tensor] = HiwiAdapter(  # a matrix (out, in) feeds rows of width `in`; a vector is one row
+                param.shape[-1],
                 cfg.bottleneck,
                 cfg.activation,
                 generator=generator,
-                device=linear.weight.device,
-                dtype=linear.weight.dtype,
+                device=param.device,
+                dtype=param.dtype,
             )
-        set_module(model, name, HiwiLinear(linear, adapters.get("weight"), adapters.get("bias")))
+        wrapper = HiwiLayerNorm if isinstance(module, nn.LayerNorm) else HiwiLinear
+        set_module(model, name, wrapper(module, adapters.get("weight"), adapters.get("bias")))
     unfreeze_classifier_(model)
-    logger.info("HiWi: adapters on %s of %d FFN linears", "+".join(cfg.targets), len(linears))
+    logger.info("HiWi: adapters on %s of %d FFN modules", "+".join(cfg.targets), len(found))
     return model
 
 
 def merge_hiwi(model: nn.Module) -> nn.Module:
     """Replace each adapted P by P' = P + g(P) and drop the adapters."""
     for name, module in list(model.named_modules()):
-        if isinstance(module, HiwiLinear):
+        if isinstance(module, HiwiParams):
             set_module(model, name, module.merge_())
     return model
 
@@ -70,7 +73,7 @@ def delta_state(model: nn.Module) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     adapter_ids = set()
     for name, module in model.named_modules():
-        if isinstance(module, HiwiLinear):
+        if isinstance(module, HiwiParams):
             adapter_ids.update(id(p) for p in module.adapter_params())
             if module.hiwi_weight is not None:
                 state[f"{name}.weight"] = module.new_weight().detach().cpu().contiguous()
@@ -96,6 +99,6 @@ class StoredDelta:
 
 def stored_delta(model: nn.Module) -> StoredDelta:
     """Parameters of `delta_state` vs the model's own parameters (adapters excluded), for an injected model."""
-    adapter_ids = {id(p) for m in model.modules() if isinstance(m, HiwiLinear) for p in m.adapter_params()}
+    adapter_ids = {id(p) for m in model.modules() if isinstance(m, HiwiParams) for p in m.adapter_params()}
     own = sum(p.numel() for p in model.parameters() if id(p) not in adapter_ids)
     return StoredDelta(sum(t.numel() for t in delta_state(model).values()), own)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compressor.errors import ConfigError
+from compressor.errors import ConfigError, ModelError
 from compressor.methods.base import (
     METHODS,
     adapter_state,
@@ -12,7 +12,7 @@ from compressor.methods.base import (
     only_stock_modules,
     trainable_parameters,
 )
-from compressor.methods.hiwi import HiwiConfig, HiwiLinear, delta_state, stored_delta
+from compressor.methods.hiwi import HiwiConfig, HiwiLayerNorm, HiwiLinear, delta_state, stored_delta
 from tests.models import encode, tiny_model, tiny_tokenizer
 
 HIWI = METHODS.get("hiwi")
@@ -40,14 +40,21 @@ def changed_tensors(before: dict[str, torch.Tensor], after: dict[str, torch.Tens
     return {k for k, v in before.items() if not torch.equal(v, after[k])}
 
 
+BIASES = ["in_bias", "out_bias"]  # the FFN biases alone
+
+
 def test_trainable_set_and_count() -> None:
-    model = HIWI.inject(tiny_model(0), HiwiConfig(bottleneck=4))
+    model = HIWI.inject(tiny_model(0), HiwiConfig(bottleneck=4))  # default: FFN biases and the FFN's LayerNorm
     names = trainable_parameters(model)
     assert all(".hiwi_" in n or n.startswith("classifier.") for n in names)
     head = HIDDEN * 2 + 2
-    assert count_trainable(model) == LAYERS * (adapter_size(FFN, 4) + adapter_size(HIDDEN, 4)) + head
+    assert count_trainable(model) == LAYERS * (adapter_size(FFN, 4) + 3 * adapter_size(HIDDEN, 4)) + head
     wrapped = {n for n, m in model.named_modules() if isinstance(m, HiwiLinear)}
     assert wrapped == {f"bert.encoder.layer.{i}.{p}" for p in ("intermediate.dense", "output.dense") for i in (0, 1)}
+    norms = {n for n, m in model.named_modules() if isinstance(m, HiwiLayerNorm)}
+    assert norms == {f"bert.encoder.layer.{i}.output.LayerNorm" for i in (0, 1)}
+    biases_only = HIWI.inject(tiny_model(0), HiwiConfig(bottleneck=4, targets=BIASES))
+    assert count_trainable(biases_only) == LAYERS * (adapter_size(FFN, 4) + adapter_size(HIDDEN, 4)) + head
 
 
 def test_zero_initialised_up_projection_leaves_logits_unchanged(batch: dict[str, torch.Tensor]) -> None:
@@ -66,7 +73,7 @@ def test_zero_initialised_up_projection_leaves_logits_unchanged(batch: dict[str,
 
 def test_merged_model_equals_trained_and_changes_only_the_targets(batch: dict[str, torch.Tensor]) -> None:
     original = tiny_model(0).state_dict()
-    model = HIWI.inject(tiny_model(0), HiwiConfig(bottleneck=4))
+    model = HIWI.inject(tiny_model(0), HiwiConfig(bottleneck=4, targets=BIASES))
     perturb_(model)
     model.eval()
     with torch.no_grad():
@@ -87,7 +94,7 @@ def test_merged_model_equals_trained_and_changes_only_the_targets(batch: dict[st
 
 
 def test_stored_delta_is_a_tiny_fraction() -> None:
-    model = HIWI.inject(tiny_model(0), HiwiConfig())
+    model = HIWI.inject(tiny_model(0), HiwiConfig(targets=BIASES))
     total = sum(p.numel() for p in tiny_model(0).parameters())
     report = stored_delta(model)
     assert report.params == LAYERS * (FFN + HIDDEN) + HIDDEN * 2 + 2
@@ -148,3 +155,38 @@ def test_restore_from_adapter_state_reproduces_logits(batch: dict[str, torch.Ten
 def test_config_rejects_bad_values(values: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         HiwiConfig(**values)
+
+
+def test_norm_targets_adapt_the_ffn_layernorm(batch: dict[str, torch.Tensor]) -> None:
+    original = tiny_model(0).state_dict()
+    with torch.no_grad():
+        reference = tiny_model(0)(**batch).logits
+    cfg = HiwiConfig(bottleneck=3, targets=["in_bias", "out_bias", "norm_weight", "norm_bias"])
+    model = HIWI.inject(tiny_model(0), cfg)
+    norm = model.bert.encoder.layer[1].output.LayerNorm
+    assert isinstance(norm, HiwiLayerNorm) and norm.hiwi_weight.down.in_features == HIDDEN
+    assert count_trainable(model) == LAYERS * (adapter_size(FFN, 3) + 3 * adapter_size(HIDDEN, 3)) + HIDDEN * 2 + 2
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**batch).logits, reference)  # zero up-projections: P' = P at step 0
+    perturb_(model, 0.1)
+    with torch.no_grad():
+        trained = model(**batch).logits
+        assert not torch.allclose(trained, reference, atol=1e-3)
+        delta = delta_state(model)
+        report = stored_delta(model)
+        merged = HIWI.merge(model)
+        torch.testing.assert_close(merged(**batch).logits, trained, atol=1e-4, rtol=1e-4)
+    assert only_stock_modules(merged) == []
+    assert type(merged.bert.encoder.layer[1].output.LayerNorm) is torch.nn.LayerNorm
+    ffn = ("intermediate.dense.bias", "output.dense.bias", "output.LayerNorm.weight", "output.LayerNorm.bias")
+    expected = {f"bert.encoder.layer.{i}.{p}" for i in (0, 1) for p in ffn} | {"classifier.weight", "classifier.bias"}
+    assert changed_tensors(original, merged.state_dict()) == expected == set(delta)
+    assert report.params == LAYERS * (FFN + 3 * HIDDEN) + HIDDEN * 2 + 2
+
+
+def test_norm_target_without_affine_parameters_is_a_clear_error() -> None:
+    model = tiny_model(0)
+    for layer in model.bert.encoder.layer:
+        layer.output.LayerNorm = torch.nn.LayerNorm(HIDDEN, elementwise_affine=False)
+    with pytest.raises(ModelError, match="weight of `bert.encoder.layer.0.output.LayerNorm`, which has none"):
+        HIWI.inject(model, HiwiConfig(targets=["norm_weight"]))
