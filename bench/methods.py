@@ -53,7 +53,7 @@ GRID: dict[str, tuple[float, ...]] = {
     "pruning-adapter": (2e-3,),
     "pafi": (1e-2,),
     "hiwi": (1e-3, 3e-3, 1e-2),
-    "adamix": (1e-3, 2e-3, 3e-3),
+    "adamix": (1e-3, 2e-3, 3e-3, 5e-3),
 }
 
 
@@ -155,7 +155,8 @@ def run_one(args: argparse.Namespace, method: str, lr: float, seed: int = REFERE
 
 def check_current(out: Path, method: str) -> None:
     """Refuse a cached run whose method options are not today's defaults (a changed default would else be reported
-    with the old run's accuracy)."""
+    with the old run's accuracy). Options whose default is empty (None, []) mean "chosen at run time" (e.g.
+    Pruning-Adapter's high-rank layers) and are saved resolved, so they are not compared."""
     from compressor.config import config_to_dict
     from compressor.methods import METHODS
 
@@ -164,8 +165,11 @@ def check_current(out: Path, method: str) -> None:
         return  # `full` saves no options
     saved = json.loads(saved_file.read_text(encoding="utf-8")).get("fields")
     current = config_to_dict(METHODS.get(method).config_cls())["fields"]
-    if saved != current:
-        changed = sorted(k for k in set(saved or {}) | set(current) if (saved or {}).get(k) != current.get(k))
+    saved = saved or {}
+    changed = sorted(
+        k for k in set(saved) | set(current) if current.get(k) not in (None, []) and saved.get(k) != current.get(k)
+    )
+    if changed:
         raise ConfigError(
             f"{out} was trained with other {method} options than today's defaults ({', '.join(changed)}); "
             "move it away to train it again"
@@ -181,8 +185,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     methods = []
     for m in args.methods:
         mine = [r for r in settings if r["method"] == m]
-        best = max(mine, key=lambda r: r["accuracy"])
         default = METHODS.get(m).default_lr
+        best = max(mine, key=lambda r: (r["accuracy"], abs(r["lr"] - default) < 1e-12))  # a tie goes to the default
         at_default = next((r for r in mine if abs(r["lr"] - default) < 1e-12), None)
         methods.append(
             {

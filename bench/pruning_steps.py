@@ -223,7 +223,7 @@ def export_step(
         out: dict[str, Any] = {}
         if vocab:
             start = time.perf_counter()
-            keep = used_token_ids(tokenizer, b.train.texts) | used_token_ids(tokenizer, b.train.text_pairs or [])
+            keep = used_token_ids(tokenizer, b.train.texts, b.train.text_pairs)
             report = prune_vocab_(model, keep, tokenizer.unk_token_id, fallback=vocab)
             out["vocab"] = asdict(report) | {
                 "seconds": round(time.perf_counter() - start, 2),

@@ -46,7 +46,7 @@ def prune_checkpoint(
     if vocab is not None:
         text_columns = {k: v for k, v in columns.items() if k != "label_column"}
         vocab_data = load_data(vocab, require_labels=False, **text_columns)
-        keep = used_token_ids(tokenizer, vocab_data.texts) | used_token_ids(tokenizer, vocab_data.text_pairs or [])
+        keep = used_token_ids(tokenizer, vocab_data.texts, vocab_data.text_pairs)
         bytes_before = model_bytes(model)
         v = prune_vocab_(model, keep, tokenizer.unk_token_id, fallback=config.vocab_fallback)
         out["vocab"] = asdict(v) | {"model_bytes_before": bytes_before, "model_bytes_after": model_bytes(model)}

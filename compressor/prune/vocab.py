@@ -6,6 +6,7 @@ to its new row (ids never seen map to the unknown-token row), and that lookup is
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,11 +28,14 @@ class VocabReport:
     embedding_bytes_after: int  # the kept rows plus the id map (int32 per source id)
 
 
-def used_token_ids(tokenizer: Any, texts: Iterable[str], *, batch_size: int = 1000) -> set[int]:
-    """Every token id the tokenizer produces on `texts`, plus all special-token ids."""
+def used_token_ids(
+    tokenizer: Any, texts: Iterable[str], pairs: Iterable[str] | None = None, *, batch_size: int = 1000
+) -> set[int]:
+    """Every token id the tokenizer produces on `texts` and the second texts `pairs` (each on its own), plus all
+    special-token ids."""
     ids: set[int] = set(int(i) for i in tokenizer.all_special_ids)
     batch: list[str] = []
-    for text in texts:
+    for text in itertools.chain(texts, pairs or ()):
         batch.append(text)
         if len(batch) >= batch_size:
             for row in tokenizer(batch, truncation=True)["input_ids"]:

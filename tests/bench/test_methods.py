@@ -118,3 +118,15 @@ def test_a_cached_run_with_other_options_than_the_defaults_is_refused(tmp_path: 
     (tmp_path / "method.json").write_text(json.dumps(stale))
     with pytest.raises(ConfigError, match=r"other hiwi options than today's defaults \(bottleneck, targets\)"):
         methods.check_current(tmp_path, "hiwi")
+
+
+def test_options_resolved_at_run_time_do_not_make_a_run_stale(tmp_path: Path) -> None:
+    import json
+
+    from compressor.config import config_to_dict
+    from compressor.methods import METHODS
+
+    saved = config_to_dict(METHODS.get("pruning-adapter").config_cls())
+    saved["fields"]["high_rank_layers"] = [0, 5]  # the default [] means "pick them from the data"
+    (tmp_path / "method.json").write_text(json.dumps(saved))
+    methods.check_current(tmp_path, "pruning-adapter")

@@ -117,3 +117,11 @@ def test_nearest_fallback_sends_a_dropped_id_to_the_most_similar_kept_row(tmp_pa
 def test_unknown_fallback_name_is_checked() -> None:
     with pytest.raises(PruneError, match="fallback must be one of unk, nearest"):
         prune_vocab_(tiny_model(0), [1, 2], 1, fallback="closest")
+
+
+def test_used_token_ids_reads_the_second_texts_too(tmp_path: Path) -> None:
+    tok = tiny_tokenizer(tmp_path)
+    firsts, seconds = KEPT_TEXTS[:1], KEPT_TEXTS[1:]
+    both = used_token_ids(tok, firsts, seconds)
+    assert both == used_token_ids(tok, firsts) | used_token_ids(tok, seconds)
+    assert both == used_token_ids(tok, KEPT_TEXTS)
