@@ -9,8 +9,11 @@ GLUE papers do, so treat the best-of-grid numbers as tuned, not held-out.
     python bench/methods.py                       # the whole grid (~25 min of training on 2 cores)
     python bench/methods.py --methods lora,dsee   # part of it
     python bench/methods.py --epochs 2 --defaults-only --methods hiwi,adamix   # the defaults at twice the budget
+    python bench/methods.py --defaults-only --seeds 42,43,44 --methods hiwi,adamix  # judged on a 3-seed mean
 
-A run whose `OUT/METHOD-LR/metrics.json` exists is not run again (an interrupted one resumes from its checkpoint).
+A run whose `OUT/METHOD-LR/metrics.json` exists is not run again (an interrupted one resumes from its checkpoint);
+one trained with other method options than today's defaults is refused, not reported. Seeds other than 42 append
+`-sSEED` to the run directory; with several seeds each method is judged on its mean accuracy.
 Results: the `bench:methods` section of docs/benchmarks.md and docs/bench-methods.json (another budget, or
 `--defaults-only`, gets its own section and JSON).
 """
