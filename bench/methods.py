@@ -104,6 +104,10 @@ def lr_text(lr: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def same_lr(a: float, b: float) -> bool:
+    return abs(a - b) < 1e-12
+
+
 def budget_suffix(args: argparse.Namespace) -> str:
     """'' at the reference budget (1 epoch of 8,000 rows), else e.g. '-8000rows-2ep'."""
     return "" if args.epochs == 1 and args.train_samples == 8000 else f"-{args.train_samples}rows-{args.epochs:g}ep"
@@ -166,9 +170,8 @@ def check_current(out: Path, method: str) -> None:
     saved_file = out / "method.json"
     if not saved_file.is_file():
         return  # `full` saves no options
-    saved = json.loads(saved_file.read_text(encoding="utf-8")).get("fields")
+    saved = json.loads(saved_file.read_text(encoding="utf-8")).get("fields") or {}
     current = config_to_dict(METHODS.get(method).config_cls())["fields"]
-    saved = saved or {}
     changed = sorted(
         k for k in set(saved) | set(current) if current.get(k) not in (None, []) and saved.get(k) != current.get(k)
     )
@@ -189,8 +192,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for m in args.methods:
         mine = [r for r in settings if r["method"] == m]
         default = METHODS.get(m).default_lr
-        best = max(mine, key=lambda r: (r["accuracy"], abs(r["lr"] - default) < 1e-12))  # a tie goes to the default
-        at_default = next((r for r in mine if abs(r["lr"] - default) < 1e-12), None)
+        best = max(mine, key=lambda r: (r["accuracy"], same_lr(r["lr"], default)))  # a tie goes to the default
+        at_default = next((r for r in mine if same_lr(r["lr"], default)), None)
         methods.append(
             {
                 "method": m,
@@ -312,7 +315,7 @@ def render(result: dict[str, Any], tag: str = "") -> str:
     for m in result["methods"]:
         if m["method"] == "full":
             continue
-        mark = "" if abs(m["best_lr"] - m["default_lr"]) < 1e-12 else f" (default {lr_text(m['default_lr'])})"
+        mark = "" if same_lr(m["best_lr"], m["default_lr"]) else f" (default {lr_text(m['default_lr'])})"
         per_seed = m.get("best_seed_accuracies") or {}
         spread = f" ({' / '.join(f'{100 * a:.2f}' for a in per_seed.values())})" if several else ""
         lines.append(

@@ -31,9 +31,6 @@ METHODS.register(
         merge=merge_hiwi,
         prefix="hiwi_",
         default_lr=3e-3,  # bench/methods.py (8,000 SST-2 rows, 1 epoch, 3 seeds): docs/benchmarks.md
-        stored=lambda model: {
-            "stored_delta_params": stored_delta(model).params,
-            "stored_delta_fraction": stored_delta(model).fraction,
-        },
+        stored=lambda model: stored_delta(model).metrics(),
     ),
 )

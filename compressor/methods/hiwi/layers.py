@@ -99,3 +99,7 @@ class HiwiLayerNorm(HiwiParams):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ln = self.base_layer
         return F.layer_norm(x, ln.normalized_shape, self.new_weight(), self.new_bias(), ln.eps)
+
+
+# the stock module kinds HiWi can adapt → their wrapper
+WRAPPERS: dict[type[nn.Module], type[HiwiParams]] = {nn.Linear: HiwiLinear, nn.LayerNorm: HiwiLayerNorm}

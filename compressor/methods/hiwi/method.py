@@ -11,7 +11,7 @@ from torch import nn
 from compressor.errors import ModelError
 from compressor.methods.base import freeze_, unfreeze_classifier_
 from compressor.methods.hiwi.config import TARGETS, HiwiConfig
-from compressor.methods.hiwi.layers import HiwiAdapter, HiwiLayerNorm, HiwiLinear, HiwiParams
+from compressor.methods.hiwi.layers import WRAPPERS, HiwiAdapter, HiwiParams
 from compressor.methods.targets import encoder_modules
 from compressor.models import set_module
 
@@ -28,14 +28,15 @@ def inject_hiwi(model: nn.Module, cfg: HiwiConfig) -> nn.Module:
     for target in cfg.targets:
         role, tensor = TARGETS[target]
         wanted.setdefault(role, []).append(tensor)
-    found = [
-        (name, module, tensors)
+    found = [  # each role's module is of one kind; that kind picks the wrapper
+        (name, module, tensors, wrapper)
         for role, tensors in wanted.items()
-        for name, module in encoder_modules(model, [role], nn.LayerNorm if role == "ffn_norm" else nn.Linear)
+        for kind, wrapper in WRAPPERS.items()
+        for name, module in encoder_modules(model, [role], kind)
     ]
     if not found:
         raise ModelError("HiWi found no FFN parameters to adapt (is every FFN neuron pruned?)")
-    for name, module, tensors in found:
+    for name, module, tensors, wrapper in found:
         adapters = {}
         for tensor in tensors:
             param = getattr(module, tensor)
@@ -49,7 +50,6 @@ def inject_hiwi(model: nn.Module, cfg: HiwiConfig) -> nn.Module:
                 device=param.device,
                 dtype=param.dtype,
             )
-        wrapper = HiwiLayerNorm if isinstance(module, nn.LayerNorm) else HiwiLinear
         set_module(model, name, wrapper(module, adapters.get("weight"), adapters.get("bias")))
     unfreeze_classifier_(model)
     logger.info("HiWi: adapters on %s of %d FFN modules", "+".join(cfg.targets), len(found))
@@ -95,6 +95,10 @@ class StoredDelta:
     @property
     def fraction(self) -> float:
         return self.params / max(self.model_params, 1)
+
+    def metrics(self) -> dict[str, float]:
+        """What `finetune` records in metrics.json."""
+        return {"stored_delta_params": self.params, "stored_delta_fraction": self.fraction}
 
 
 def stored_delta(model: nn.Module) -> StoredDelta:
