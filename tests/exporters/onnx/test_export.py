@@ -18,6 +18,7 @@ from compressor.prune.surgery import drop_layers_, prune_ffn_, prune_heads_
 from compressor.prune.vocab import prune_vocab_
 from exporters.manifest import read_manifest, verify_artifact
 from exporters.onnx import export_onnx
+from exporters.onnx.export import choose_graph
 from exporters.onnx.optimize import expected_fused_ops
 from exporters.onnx.sessions import make_session
 from tests.exporters.onnx.conftest import fast_config
@@ -144,13 +145,30 @@ def test_failed_export_keeps_the_previous_artifact(tokenizer, out_dir, monkeypat
     assert [p.name for p in out_dir.iterdir()] == ["previous.txt"]
 
 
+@pytest.mark.parametrize(
+    ("p50_by_threads", "expected"),
+    [
+        ({1: {"plain": 10.0, "fused": 9.0}, 2: {"plain": 6.0, "fused": 5.5}}, "fused"),  # faster at both
+        ({1: {"plain": 10.8, "fused": 11.9}, 2: {"plain": 15.3, "fused": 14.3}}, "plain"),  # slower at 1 thread
+        ({1: {"plain": 10.0, "fused": 9.8}}, "plain"),  # 2 % faster: within the noise, the portable graph stays
+        ({1: {"plain": 10.0, "fused": 9.7}}, "fused"),  # 3 % faster
+        ({1: {"fused": 12.0}, 2: {"fused": 8.0}}, "fused"),  # --fuse on: the only candidate
+        ({1: {"plain": 12.0}}, "plain"),
+    ],
+)
+def test_choose_graph_keeps_fusion_only_when_faster_at_every_thread_count(p50_by_threads, expected) -> None:
+    assert choose_graph(p50_by_threads) == expected
+
+
 def test_auto_fusion_times_both_graphs_and_keeps_the_faster(tokenizer, sentences, out_dir) -> None:
     report = export_onnx(
         tiny_model(), tokenizer, fast_config(fuse="auto"), out_dir=out_dir, calibration_texts=sentences
     )
     fusion = report.manifest["fusion"]
     assert set(fusion["timings_ms"]) == {"plain", "fused"}
-    assert fusion["choice"] == min(fusion["timings_ms"], key=fusion["timings_ms"].get) == report.fusion_choice
+    by_threads = fusion["timings_ms_by_threads"]
+    assert set(by_threads) == {"1", "2"} and by_threads["2"] == fusion["timings_ms"]  # --threads 2 and 1 thread
+    assert fusion["choice"] == choose_graph({int(t): v for t, v in by_threads.items()}) == report.fusion_choice
     assert fusion["timed"] == "final graphs (dynamic)"
     gate = report.manifest["quantization"]["gate"]
     assert gate["passed"] and gate["agreement"] >= 0.99 and gate["excluded_nodes"] == []
