@@ -279,7 +279,13 @@ def render_markdown(r: dict[str, Any]) -> str:
 
     int8, ld = ex["int8"], r["loaders"]
     fusion, gate_acc = int8["fusion"], int8["accuracy"] or {}
-    timings = ", ".join(f"{k} {ms:.2f} ms" for k, ms in (fusion.get("timings_ms") or {}).items())
+    by_threads = fusion.get("timings_ms_by_threads") or {
+        str(fusion.get("measured_at", {}).get("threads")): fusion.get("timings_ms") or {}
+    }
+    timings = "; ".join(
+        f"{t} thread(s): " + ", ".join(f"{k} {ms:.2f} ms" for k, ms in times.items())
+        for t, times in by_threads.items()
+    )
     at = fusion.get("measured_at", {})
     lines += [
         "",
@@ -287,13 +293,13 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         f"- Gate (one sentence per run, unpadded, as on the edge): int8 agrees with fp32 on "
         f"{100 * int8['agreement']:.2f} % of {gate_acc.get('samples', '?')} validation sentences (threshold 99 %); "
-        f"nodes kept fp32 (their weights stored int8): {', '.join(int8['excluded_nodes']) or 'none'}.",
+        f"nodes kept fp32: {_kept_fp32(int8)}.",
         f"- Accuracy (`compressor benchmark`, {art['fp32']['eval_rows']} rows, one per run): fp32 artifact "
         f"{_acc(art['fp32']['accuracy'])}, int8 {_acc(art['int8']['accuracy'])} "
         f"({_pt(art['int8']['accuracy'], art['fp32']['accuracy']):+.2f} pt); the manifest's gate sample: fp32 "
         f"{_acc(gate_acc.get('fp32'))}, int8 {_acc(gate_acc.get('final'))}.",
-        f"- Fusion recorded in the manifest: {timings} (p50, batch {at.get('batch')}, seq {at.get('seq_len')}, "
-        f"{at.get('threads')} thread(s)) → kept **{fusion.get('choice')}**.",
+        f"- Fusion recorded in the manifest (p50, batch {at.get('batch')}, seq {at.get('seq_len')}): {timings} → "
+        f"kept **{fusion.get('choice')}** ({fusion.get('rule', 'the faster p50')}).",
         "- p50 at batch 1, seq "
         + f"{s['seq_len']}: "
         + ", ".join(f"{k} {a['p50_ms']:.2f} ms ({a['model_bytes'] / 1e6:.2f} MB)" for k, a in art.items())
@@ -331,3 +337,12 @@ def summary(result: dict[str, Any]) -> str:
     lines = [f"bench/pruning: {result['seconds']:.0f} s; {result['eval_rows']} validation rows"]
     lines += [f"  issue {t['issue']}: {_met(t['met']):>12}  {t['target']}: {t['value']}" for t in result["targets"]]
     return "\n".join(lines)
+
+
+def _kept_fp32(int8: dict[str, Any]) -> str:
+    """The gate's fp32 nodes, each marked by whether its weights are stored int8 (weight-only) or fully fp32."""
+    nodes = int8["excluded_nodes"]
+    if not nodes:
+        return "none"
+    int8_weights = set((int8.get("quantization") or {}).get("gate", {}).get("excluded_nodes_int8_weights") or [])
+    return ", ".join(f"{n} ({'int8 weights' if n in int8_weights else 'fp32 weights'})" for n in nodes)
