@@ -181,7 +181,7 @@ def export_onnx(
         # host whose second core is busy (a fused graph chosen at 2 threads ran 10 % slower at 1: docs/benchmarks.md).
         by_threads = {
             t: sessions.time_graphs(finals, feed, threads=t, runs=config.timing_runs)
-            for t in sorted({1, config.threads})
+            for t in (sorted({1, config.threads}) if len(finals) > 1 else [config.threads])
         }
         timings = by_threads[config.threads]
         choice = choose_graph({t: {n: v["p50_ms"] for n, v in times.items()} for t, times in by_threads.items()})

@@ -115,6 +115,7 @@ def test_pruned_model_exports_with_parity_and_complete_fusion(tokenizer, out_dir
     prune_vocab_(model, keep, tokenizer.unk_token_id)  # a pruned vocabulary: other words map to [UNK]'s row
     report = export_onnx(model, tokenizer, fast_config(quantize="none", fuse="on"), out_dir=out_dir)
     assert report.fusion_choice == "fused"
+    assert list(report.manifest["fusion"]["timings_ms_by_threads"]) == ["2"]  # one candidate: timed at --threads only
     np.testing.assert_allclose(
         _onnx_logits(out_dir / "model.onnx", tokenizer, TEXTS), _torch_logits(model, tokenizer, TEXTS), atol=1e-4
     )
