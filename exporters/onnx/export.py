@@ -184,24 +184,19 @@ def export_onnx(
             for t in (sorted({1, config.threads}) if len(finals) > 1 else [config.threads])
         }
         timings = by_threads[config.threads]
-        choice = choose_graph({t: {n: v["p50_ms"] for n, v in times.items()} for t, times in by_threads.items()})
+        p50 = {t: {n: round(v["p50_ms"], 3) for n, v in times.items()} for t, times in by_threads.items()}
+        choice = choose_graph(p50)
         fusion.update(
             choice=choice,
-            timings_ms={n: round(t["p50_ms"], 3) for n, t in timings.items()},
-            timings_ms_by_threads={
-                str(t): {n: round(v["p50_ms"], 3) for n, v in times.items()} for t, times in by_threads.items()
-            },
+            timings_ms=p50[config.threads],
+            timings_ms_by_threads={str(t): ms for t, ms in p50.items()},
             rule=f"fused only when its p50 is at least {FUSED_MIN_GAIN:.0%} below plain's at every thread count timed",
         )
-        if len(timings) > 1:
-            logger.info(
-                "fusion: %s → %s",
-                "; ".join(
-                    f"{t} thread(s): " + ", ".join(f"{n} {v['p50_ms']:.2f} ms" for n, v in times.items())
-                    for t, times in by_threads.items()
-                ),
-                choice,
+        if len(finals) > 1:
+            described = "; ".join(
+                f"{t} thread(s): " + ", ".join(f"{n} {v:.2f} ms" for n, v in ms.items()) for t, ms in p50.items()
             )
+            logger.info("fusion: %s → %s", described, choice)
 
         final = onnx.load(str(finals[choice]))
         sparse_report = sparse.sparsify_(final, config.sparse_threshold) if config.sparse_threshold else None
