@@ -33,7 +33,7 @@ def export_optimum_fp32(checkpoint: Path, out_dir: Path, *, max_length: int) -> 
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoTokenizer
 
-    from compressor.artifacts import atomic_dir
+    from compressor.fs import atomic_dir
     from exporters.manifest import write_manifest
 
     with atomic_dir(out_dir) as tmp:
@@ -52,7 +52,7 @@ def quantize_optimum(fp32_dir: Path, out_dir: Path, preset: str) -> dict[str, An
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-    from compressor.artifacts import atomic_dir
+    from compressor.fs import atomic_dir
     from exporters.manifest import MANIFEST_NAME, read_manifest, write_manifest
 
     qconfig = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=False)

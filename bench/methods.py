@@ -164,8 +164,8 @@ def check_current(out: Path, method: str) -> None:
     """Refuse a cached run whose method options are not today's defaults (a changed default would else be reported
     with the old run's accuracy). Options whose default is empty (None, []) mean "chosen at run time" (e.g.
     Pruning-Adapter's high-rank layers) and are saved resolved, so they are not compared."""
-    from compressor.config import config_to_dict
     from compressor.methods import METHODS
+    from compressor.schema import config_to_dict
 
     saved_file = out / "method.json"
     if not saved_file.is_file():

@@ -114,9 +114,9 @@ class PruningBenchConfig:
 
 def prepare(cfg: PruningBenchConfig) -> Bench:
     """Read the data against the checkpoint's label map; fingerprint model and data for the stage configs."""
-    from compressor.artifacts import file_sha256
+    from compressor.checkpoint import model_fingerprint, read_config
     from compressor.data import load_data
-    from compressor.models import model_fingerprint, read_config
+    from compressor.fs import file_sha256
 
     id2label = {int(k): str(v) for k, v in (read_config(Path(cfg.model)).get("id2label") or {}).items()} or None
     train = load_data(cfg.data, id2label=id2label)

@@ -35,7 +35,7 @@ class Bench:
     def base(self) -> tuple[Any, Any]:
         """The unpruned model and its tokenizer; steps prune deep copies, never this one."""
         if self._base is None:
-            from compressor.models import load_model
+            from compressor.checkpoint import load_model
 
             self._base = load_model(self.cfg.model)
         return self._base
@@ -55,13 +55,13 @@ def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
 
 
 def _accuracy(model: Any, tokenizer: Any, data: Any, seq_len: int) -> float:
-    from compressor.train import evaluate
+    from compressor.train.loop import evaluate
 
     return evaluate(model, tokenizer, data, max_length=seq_len)["accuracy"]
 
 
 def _costs(model: Any, seq_len: int) -> dict[str, int]:
-    from compressor.sensitivity import encoder_flops, encoder_params
+    from compressor.sensitivity.cost import encoder_flops, encoder_params
 
     return {"encoder_params": encoder_params(model), "encoder_flops": encoder_flops(model, seq_len)}
 
@@ -83,7 +83,9 @@ def unpruned_step(b: Bench) -> StageRecord:
 
 def plan_step(b: Bench, scorer: str, budget: str) -> StageRecord:
     """`analyse` (scores, heatmap, plan.json in the step's directory) → `apply_plan_` → accuracy, no recovery."""
-    from compressor.sensitivity import AnalyseConfig, analyse, apply_plan_
+    from compressor.prune.units import apply_plan_
+    from compressor.sensitivity.analyse import analyse
+    from compressor.sensitivity.config import AnalyseConfig
 
     cfg = b.cfg
     acfg = AnalyseConfig(scorer=scorer, budget=budget, samples=cfg.plan_samples, seq_len=cfg.seq_len, seed=cfg.seed)
@@ -131,8 +133,8 @@ def uniform_fractions(model: Any, target_params: float, heads_kept: float) -> tu
 
 def uniform_step(b: Bench, reference: StageRecord) -> StageRecord:
     """Magnitude pruning with the same fractions in every layer, at the parameter count of `reference`'s plan."""
-    from compressor.prune.api import prune_by_fraction_
-    from compressor.sensitivity import Plan
+    from compressor.prune.units import prune_by_fraction_
+    from compressor.sensitivity.plan import Plan
 
     plan = Plan.load(reference.path / "plan.json")
     kept_heads = sum(len(e.heads) for e in plan.layers if not e.dropped) / sum(plan.model["heads"])
@@ -158,10 +160,11 @@ def uniform_step(b: Bench, reference: StageRecord) -> StageRecord:
 
 def reconstruct_step(b: Bench, plan: StageRecord) -> StageRecord:
     """Retraining-free pruning: the plan's units removed, then `reconstruct_` against the unpruned model; saved."""
-    from compressor.artifacts import atomic_dir
-    from compressor.models import save_model
+    from compressor.checkpoint import save_model
+    from compressor.fs import atomic_dir
     from compressor.prune.recover import reconstruct_
-    from compressor.sensitivity import Plan, apply_plan_
+    from compressor.prune.units import apply_plan_
+    from compressor.sensitivity.plan import Plan
 
     cfg = b.cfg
 
@@ -203,9 +206,10 @@ def export_step(
     """`export_onnx` of the pruned checkpoint (gate and accuracy on every scored validation row); with `vocab` (the
     fallback of dropped ids: unk or nearest), the embedding first keeps only the token ids of the training file
     (`prune_vocab_`)."""
-    from compressor.models import load_model
+    from compressor.checkpoint import load_model
     from compressor.prune.vocab import prune_vocab_, unknown_rate, used_token_ids
-    from exporters.onnx import ExportConfig, export_onnx
+    from exporters.onnx.config import ExportConfig
+    from exporters.onnx.export import export_onnx
 
     cfg = b.cfg
     ecfg = ExportConfig(
@@ -255,7 +259,7 @@ def export_step(
 
 def measure(b: Bench, artifacts: dict[str, Path]) -> dict[str, Any]:
     """`compressor.benchmark` of the artifacts, interleaved: accuracy on the validation rows, size, p50 latency."""
-    from compressor.benchmark import BenchmarkConfig, benchmark
+    from exporters.measure import BenchmarkConfig, benchmark
 
     bcfg = BenchmarkConfig(
         threads=b.cfg.threads,

@@ -147,7 +147,7 @@ def measure(cfg: BenchConfig, rows: list[Row], data: Data) -> dict[str, Any]:
     Per thread count: batch 1 at `seq_len` and at real sentence lengths, then `throughput_batch` at both.
     Accuracy is scored once, on every validation row (the other passes score one row: benchmark() always scores).
     """
-    from compressor.benchmark import BenchmarkConfig, benchmark
+    from exporters.measure import BenchmarkConfig, benchmark
 
     paths = list(dict.fromkeys(r.artifact for r in rows))
     out: dict[str, Any] = {"artifacts": [str(p) for p in paths], "accuracy": {}, "latency": {}, "machine": None}

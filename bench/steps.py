@@ -51,7 +51,7 @@ def _label_names(model_ref: str, id2label: dict[int, str]) -> dict[int, str]:
     """The label names the files should carry: the data's own, unless the checkpoint already has a classifier with
     named labels and the data's labels are its integer ids (SST-2's 0/1), then the checkpoint's names; the files
     are read back against the model's label map (`prune_checkpoint`)."""
-    from compressor.models import read_config, resolve_model_path
+    from compressor.checkpoint import read_config, resolve_model_path
 
     raw = read_config(resolve_model_path(model_ref))
     has_head = any(a.endswith("ForSequenceClassification") for a in raw.get("architectures") or [])
@@ -78,7 +78,7 @@ def _write_rows(data: Any, names: dict[int, str], path: Path) -> Path:
 
 
 def _file_hash(path: Path) -> str:
-    from compressor.artifacts import file_sha256
+    from compressor.fs import file_sha256
 
     return file_sha256(path)[:16]
 
@@ -88,11 +88,11 @@ def _file_hash(path: Path) -> str:
 
 def finetune_stage(cfg: BenchConfig, cache: StageCache, data: Data, method: str) -> StageRecord:
     """Fine-tune `cfg.model` with `method` (its default config) on the training sample."""
-    from compressor.config import config_to_dict
+    from compressor.checkpoint import model_fingerprint, resolve_model_path
     from compressor.finetune import finetune
     from compressor.methods import METHODS
-    from compressor.models import model_fingerprint, resolve_model_path
-    from compressor.train import TrainConfig
+    from compressor.schema import config_to_dict
+    from compressor.train.config import TrainConfig
 
     registered = METHODS.get(method)
     method_cfg = registered.config_cls()
@@ -135,9 +135,9 @@ def finetune_stage(cfg: BenchConfig, cache: StageCache, data: Data, method: str)
 
 def merge_stage(cache: StageCache, data: Data, ft: StageRecord, method: str) -> StageRecord:
     """Fold the adapter into the base weights (a plain checkpoint); score it in PyTorch on the validation rows."""
+    from compressor.checkpoint import load_model
     from compressor.merge import merge_run
-    from compressor.models import load_model
-    from compressor.train import evaluate
+    from compressor.train.loop import evaluate
 
     def run(target: Path, resume: bool) -> dict[str, Any]:
         rep = merge_run(ft.path, target, force=True)
@@ -174,8 +174,9 @@ def plan_stage(
     """A sensitivity plan at the FLOPs the point's fractions would leave (None with `structure=uniform`)."""
     if cfg.structure != "plan":
         return None
-    from compressor.models import load_model
-    from compressor.sensitivity import AnalyseConfig, analyse
+    from compressor.checkpoint import load_model
+    from compressor.sensitivity.analyse import analyse
+    from compressor.sensitivity.config import AnalyseConfig
 
     heads, ffn = POINTS[point]
     config = {
@@ -210,7 +211,7 @@ def plan_stage(
 def flops_fraction(model: Any, heads: float, ffn: float, *, seq_len: int) -> float:
     """Encoder FLOPs (at `seq_len`) of the unpruned architecture with `heads`/`ffn` fractions removed in every
     layer, as a fraction of `model`'s current FLOPs (capped at 1: a model already smaller is not grown)."""
-    from compressor.prune.structure import ensure_structure
+    from compressor.arch.structure import ensure_structure
     from compressor.sensitivity.cost import analytic_costs, encoder_flops
 
     structure = ensure_structure(model)
@@ -233,8 +234,8 @@ def prune_stage(
 ) -> StageRecord:
     """Prune the merged model to the point (plan or uniform fractions), recover by distillation from it, and prune
     the vocabulary to the training file's tokens."""
-    from compressor.models import load_model
-    from compressor.prune.api import PruneConfig
+    from compressor.checkpoint import load_model
+    from compressor.prune.config import PruneConfig
     from compressor.prune.io import prune_checkpoint
 
     heads, ffn = POINTS[point]
@@ -275,7 +276,7 @@ def prune_stage(
 
 def relative_fractions(model: Any, heads: float, ffn: float) -> dict[str, float]:
     """Per-layer fractions that bring `model` to the unpruned shape minus `heads`/`ffn` (on average)."""
-    from compressor.prune.structure import ensure_structure
+    from compressor.arch.structure import ensure_structure
 
     s = ensure_structure(model)
     layers = s["layers"]
@@ -290,9 +291,10 @@ def export_stage(
     cfg: BenchConfig, cache: StageCache, data: Data, pruned: StageRecord, name: str, history: list[StageRecord]
 ) -> StageRecord:
     """Our export: parity-checked ONNX, fusion by measurement, accuracy-gated dynamic int8."""
-    from compressor.models import load_model
-    from compressor.train import evaluate
-    from exporters.onnx import ExportConfig, export_onnx
+    from compressor.checkpoint import load_model
+    from compressor.train.loop import evaluate
+    from exporters.onnx.config import ExportConfig
+    from exporters.onnx.export import export_onnx
 
     ecfg = ExportConfig(
         quantize="dynamic",

@@ -105,8 +105,8 @@ def command(
     Example: compressor analyse minilm --data samples/data/sst2/validation.tsv --out runs/analyse --budget params=0.6
     """
     setup(quiet)
-    from compressor.artifacts import check_out_dir
-    from compressor.config import build_config
+    from compressor.fs import check_out_dir
+    from compressor.schema import build_config
     from compressor.sensitivity.config import AnalyseConfig
 
     values = {
@@ -125,8 +125,9 @@ def command(
     config = build_config(AnalyseConfig, {k: v for k, v in values.items() if v is not None}, source="analyse")
     check_out_dir(out, force=force)
 
-    from compressor.models import load_model
-    from compressor.sensitivity import SCORERS, analyse
+    from compressor.checkpoint import load_model
+    from compressor.sensitivity.analyse import analyse
+    from compressor.sensitivity.scorers import SCORERS
 
     loaded, tokenizer = load_model(model)
     labelled = None

@@ -52,8 +52,8 @@ def command(
     from cli._options import setup
 
     setup(quiet)
-    from compressor.benchmark import BenchmarkConfig, benchmark, plot
     from compressor.errors import ConfigError
+    from exporters.measure import BenchmarkConfig, benchmark, plot
 
     cfg = BenchmarkConfig(
         threads=threads,

@@ -91,10 +91,11 @@ def command(
     Example: compressor export minilm --out artifacts/minilm-int8 --eval-data samples/data/sst2/validation.tsv
     """
     setup(quiet or as_json)
-    from compressor.artifacts import check_out_dir
+    from compressor.checkpoint import load_model, model_fingerprint, resolve_model_path
     from compressor.data import load_data
-    from compressor.models import load_model, model_fingerprint, resolve_model_path
-    from exporters.onnx import ExportConfig, export_onnx
+    from compressor.fs import check_out_dir
+    from exporters.onnx.config import ExportConfig
+    from exporters.onnx.export import export_onnx
 
     config = ExportConfig(
         quantize=quantize,

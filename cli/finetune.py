@@ -14,8 +14,8 @@ from cli._options import DataOpt, ForceOpt, JsonOpt, LabelColOpt, ModelArg, OutD
 def _methods_help() -> list[tuple[str, str]]:
     """(method, its options with defaults) rows for --help, built from the registered configs."""
     import compressor.methods  # noqa: F401
-    from compressor.config import describe
     from compressor.methods.base import METHODS
+    from compressor.schema import describe
 
     rows = []
     for name in METHODS.names():
@@ -71,11 +71,11 @@ def command(
 
     setup(quiet)
     import compressor.methods  # noqa: F401
-    from compressor.config import build_config, parse_options
     from compressor.data import load_data
     from compressor.finetune import finetune
     from compressor.methods.base import METHODS
-    from compressor.train import TrainConfig
+    from compressor.schema import build_config, parse_options
+    from compressor.train.config import TrainConfig
 
     method_cfg = parse_options(METHODS.get(method).config_cls, option, source=f"--option (method {method})")
     train_cfg = build_config(

@@ -46,9 +46,9 @@ def command(
     from cli._options import emit, setup
 
     setup(quiet)
-    from compressor.config import build_config
-    from compressor.prune.api import PruneConfig
+    from compressor.prune.config import PruneConfig
     from compressor.prune.io import prune_checkpoint
+    from compressor.schema import build_config
 
     cfg = build_config(
         PruneConfig,

@@ -12,8 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _VERBS = {
-    "load_model": "compressor.models",
-    "save_model": "compressor.models",
+    "load_model": "compressor.checkpoint",
+    "save_model": "compressor.checkpoint",
     "load_data": "compressor.data",
     "finetune": "compressor.finetune",
     "merge": "compressor.merge",

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compressor.artifacts import atomic_dir, check_out_dir
-from compressor.config import config_to_dict, save_json
+from compressor.checkpoint import load_model, model_fingerprint, resolve_model_path
 from compressor.data import LabelledData, check_matches_model, check_trainable
-from compressor.models import load_model, model_fingerprint, resolve_model_path
+from compressor.fs import atomic_dir, check_out_dir
+from compressor.schema import config_to_dict, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +60,9 @@ def finetune(
 ) -> FinetuneReport:
     """Fine-tune `model_ref` with one registered method and save the adapter to `out_dir`."""
     import compressor.methods  # noqa: F401  (registers every method)
+    from compressor.arch.structure import is_pruned, structure_of
     from compressor.methods.base import METHODS, adapter_state, count_trainable
-    from compressor.prune.structure import is_pruned, structure_of
-    from compressor.train import train
+    from compressor.train.loop import train
 
     out_dir = Path(out_dir)
     method = METHODS.get(method_name)

@@ -118,8 +118,9 @@ def op_counts(model_path: Path) -> dict[str, int]:
 
 def inspect_checkpoint(path: Path) -> dict[str, Any]:
     """Per-layer heads and FFN width (from `compressor_structure`) and parameter counts, total and per layer."""
-    from compressor.models import count_parameters, encoder_layers, load_model, read_config
-    from compressor.prune.structure import is_pruned, structure_of
+    from compressor.arch.parts import count_parameters, encoder_layers
+    from compressor.arch.structure import is_pruned, structure_of
+    from compressor.checkpoint import load_model, read_config
 
     raw = read_config(path)  # a ModelError naming the file when config.json is not valid JSON
     model, _ = load_model(path)

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.artifacts import atomic_dir, check_out_dir
-from compressor.config import config_from_dict, load_json
+from compressor.checkpoint import save_model
 from compressor.errors import MergeError
-from compressor.models import save_model
+from compressor.fs import atomic_dir, check_out_dir
+from compressor.schema import config_from_dict, load_json
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,10 @@ def load_run(run_dir: Path) -> tuple[nn.Module, Any, str]:
     from safetensors.torch import load_file
 
     import compressor.methods  # noqa: F401
+    from compressor.arch.surgery import apply_structure_
+    from compressor.checkpoint import load_model
     from compressor.finetune import ADAPTER_NAME
     from compressor.methods.base import METHODS, load_adapter_state_
-    from compressor.models import load_model
-    from compressor.prune.structure import apply_structure_
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

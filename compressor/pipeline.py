@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compressor.artifacts import check_out_dir
-from compressor.config import config_to_dict, save_json
 from compressor.errors import ConfigError
+from compressor.fs import check_out_dir
 from compressor.recipe import Recipe, apply_overrides, load_recipe, parse_recipe
 from compressor.recipe_text import PLAN_FROM_ANALYSE
 from compressor.rundir import RECIPE_FILE, Run, StageRun
+from compressor.schema import config_to_dict, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +154,8 @@ def run_pipeline(
             }
             stage = run.begin("analyse", "analyse", config, model_in | (data.hashes("train") if needs_data else {}))
             if not stage.done:
-                from compressor.models import load_model
-                from compressor.sensitivity import analyse
+                from compressor.checkpoint import load_model
+                from compressor.sensitivity.analyse import analyse
 
                 train = data.train() if needs_data else None
                 labels = {} if train is None else {"num_labels": train.num_labels, "id2label": train.id2label}
@@ -292,7 +292,7 @@ def run_pipeline(
             inputs = {name: s.output_hash for name, s in artifacts.items()} | data.hashes("eval")
             stage = run.begin("benchmark", "benchmark", config, inputs)
             if not stage.done:
-                from compressor.benchmark import benchmark, plot
+                from exporters.measure import benchmark, plot
 
                 report = benchmark([artifacts[n].out for n in names], spec.config, data=data.eval())
                 for result, name in zip(report.results, names, strict=True):
@@ -324,8 +324,8 @@ def _export(
     config = {"export": config_to_dict(cfg), "model": model, "data": data.settings()}
     stage = run.begin(name, "export", config, model_in | data.hashes("eval"))
     if not stage.done:
-        from compressor.models import load_model
-        from exporters.onnx import export_onnx
+        from compressor.checkpoint import load_model
+        from exporters.onnx.export import export_onnx
 
         net, tokenizer = load_model(model)
         source = {"model": model, "sha256": next(iter(model_in.values()))}

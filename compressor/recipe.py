@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from compressor.config import build_config, config_to_dict
 from compressor.errors import ConfigError, DataError, ModelError
 from compressor.recipe_text import (
     BASELINES,
@@ -44,6 +43,7 @@ from compressor.recipe_text import (
     parse_yaml,
     stage_entry,
 )
+from compressor.schema import build_config, config_to_dict
 
 __all__ = ["STAGES", "Recipe", "apply_overrides", "load_recipe", "parse_recipe", "parse_yaml"]
 
@@ -318,7 +318,7 @@ def _parse_analyse(values: dict[str, Any], source: str, base_dir: Path) -> Analy
 def _parse_finetune(values: dict[str, Any], source: str, base_dir: Path) -> FinetuneStage:
     import compressor.methods  # noqa: F401  (registers every method)
     from compressor.methods.base import METHODS
-    from compressor.train import TrainConfig
+    from compressor.train.config import TrainConfig
 
     allowed = ("method", "options", "train")
     unknown = sorted(set(map(str, values)) - set(allowed))
@@ -346,7 +346,7 @@ def _parse_merge(values: dict[str, Any], source: str, base_dir: Path) -> MergeSt
 
 
 def _parse_prune(values: dict[str, Any], source: str, base_dir: Path) -> PruneStage:
-    from compressor.prune.api import PruneConfig
+    from compressor.prune.config import PruneConfig
 
     own, inner = _split(PruneStage, PruneConfig, values, source)
     plan = inner.get("plan")
@@ -372,7 +372,7 @@ def _parse_export(values: dict[str, Any], source: str, base_dir: Path) -> Export
 
 
 def _parse_benchmark(values: dict[str, Any], source: str, base_dir: Path) -> BenchmarkStage:
-    from compressor.benchmark import BenchmarkConfig
+    from exporters.measure import BenchmarkConfig
 
     own, inner = _split(BenchmarkStage, BenchmarkConfig, values, source)
     stage = _build(BenchmarkStage, own, source)

@@ -188,7 +188,7 @@ def _model_config(ref: str | None) -> dict[str, Any] | None:
     if not ref:
         return None
     if ref == "minilm":
-        from compressor.models import resolve_model_path
+        from compressor.checkpoint import resolve_model_path
 
         ref = str(resolve_model_path(ref))
     data = _read(Path(ref) / "config.json")
@@ -231,7 +231,7 @@ def environment(run: dict[str, Any]) -> list[str]:
 
     machine = _summary(_stage(run, "benchmark")).get("machine")
     if not machine:
-        from compressor.benchmark import machine_info
+        from exporters.measure import machine_info
 
         machine = machine_info(threads=0) | {"threads": None}
     lines = [

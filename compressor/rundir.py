@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compressor.config import load_json, save_json
 from compressor.errors import CompressorError
+from compressor.schema import load_json, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Run:
     def external(self, path: str | Path) -> str:
         """Content hash of an input that lives outside the run (the model, a data file), computed once."""
         if str(path) == "minilm":
-            from compressor.models import resolve_model_path
+            from compressor.checkpoint import resolve_model_path
 
             path = resolve_model_path("minilm")
         key = str(Path(path).resolve())

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from compressor.artifacts import file_sha256 as sha256
 from compressor.errors import ArtifactError
+from compressor.fs import file_sha256 as sha256
 
 MANIFEST_NAME = "compressor.json"
 MODEL_NAME = "model.onnx"

@@ -55,7 +55,7 @@ def tiny_model(seed: int = 0, **overrides: object) -> BertForSequenceClassificat
 
 def save_tiny_checkpoint(path: Path, seed: int = 0, **overrides: object) -> Path:
     """A tiny classifier checkpoint directory: model.safetensors, config.json, tokenizer."""
-    from compressor.models import save_model
+    from compressor.checkpoint import save_model
 
     tokenizer = tiny_tokenizer(path / "_tok")
     save_model(tiny_model(seed, **overrides), tokenizer, path)

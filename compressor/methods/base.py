@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from compressor.models import arch_of, get_module
+from compressor.arch.parts import arch_of, get_module
 from compressor.registry import Registry
 
 
@@ -109,6 +109,6 @@ def only_stock_modules(model: nn.Module) -> list[str]:
     bad = []
     for name, module in model.named_modules():
         mod = type(module).__module__
-        if not (mod.startswith("torch.nn") or mod.startswith("transformers.") or mod == "compressor.prune.modules"):
+        if not (mod.startswith("torch.nn") or mod.startswith("transformers.") or mod == "compressor.arch.modules"):
             bad.append(f"{name}: {type(module).__name__}")
     return bad

@@ -7,10 +7,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from compressor.artifacts import atomic_dir, check_out_dir
+from compressor.checkpoint import load_model, save_model
 from compressor.errors import ConfigError
-from compressor.models import load_model, save_model
-from compressor.prune.api import PruneConfig, prune_
+from compressor.fs import atomic_dir, check_out_dir
+from compressor.prune.api import prune_
+from compressor.prune.config import PruneConfig
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ def prune_checkpoint(
     """Prune the checkpoint `model_ref` per `config` and save it to `out_dir`; returns a JSON-able report."""
     from compressor.data import load_data
     from compressor.prune.vocab import model_bytes, prune_vocab_, unknown_rate, used_token_ids
-    from compressor.train import evaluate, is_main_process
+    from compressor.train.config import is_main_process
+    from compressor.train.loop import evaluate
 
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force=force)

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.arch.modules import EmptyIntermediate, HeadlessAttention
+from compressor.arch.parts import arch_of, encoder_layers, get_module, head_size
+from compressor.arch.structure import ensure_structure
 from compressor.errors import DataError, PruneError
-from compressor.models import arch_of, encoder_layers, get_module, head_size
-from compressor.prune.modules import EmptyIntermediate, HeadlessAttention
-from compressor.prune.structure import ensure_structure
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from typing import Any
 from torch import nn
 
 from compressor.errors import ConfigError
+from compressor.prune.config import SCHEDULES
 
 logger = logging.getLogger(__name__)
 
-SCHEDULES = ("geometric", "linear")
 
 
 def kept_fractions(target: float, iterations: int, schedule: str) -> list[float]:
@@ -91,9 +91,9 @@ def rescore_step_(
     seed: int,
 ) -> dict[str, Any]:
     """Re-score `model` with the plan's scorer and prune it to `kept_share` of the starting cost (one step)."""
+    from compressor.prune.units import apply_plan_
     from compressor.sensitivity.analyse import analyse
     from compressor.sensitivity.config import AnalyseConfig
-    from compressor.sensitivity.plan import apply_plan_
 
     current = _cost(model, target.metric, target.seq_len)
     relative = min(1.0, target.start_cost * kept_share / current)

@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.arch.modules import RemappedEmbedding
+from compressor.arch.parts import arch_of, get_module, set_module
+from compressor.arch.structure import ensure_structure
 from compressor.errors import PruneError
-from compressor.models import arch_of, get_module, set_module
-from compressor.prune.modules import RemappedEmbedding
-from compressor.prune.structure import ensure_structure
+from compressor.prune.config import FALLBACKS
 
 
 @dataclass
@@ -47,7 +48,6 @@ def used_token_ids(
     return ids
 
 
-FALLBACKS = ("unk", "nearest")
 
 
 def prune_vocab_(model: nn.Module, keep_ids: Iterable[int], unk_id: int, *, fallback: str = "unk") -> VocabReport:
@@ -96,14 +96,6 @@ def _nearest_rows(weight: torch.Tensor, kept: torch.Tensor, dropped: torch.Tenso
         rows = unit[dropped[start : start + chunk]]
         out[start : start + chunk] = (rows @ kept_unit.T).argmax(dim=1)
     return out
-
-
-def build_vocab_shape_(model: nn.Module, vocab: dict[str, Any]) -> None:
-    """Give a freshly built model the pruned embedding shape recorded in its structure."""
-    arch = arch_of(model)
-    emb = get_module(model, arch.word_embeddings)
-    dim = emb.weight.shape[1]
-    set_module(model, arch.word_embeddings, RemappedEmbedding(int(vocab["source_size"]), int(vocab["kept"]), dim))
 
 
 def unknown_rate(

@@ -11,17 +11,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.config import config_to_dict, save_json
+from compressor.arch.parts import to_device
 from compressor.errors import ConfigError
-from compressor.models import to_device
+from compressor.schema import config_to_dict, save_json
 from compressor.sensitivity.allocate import allocate
 from compressor.sensitivity.config import AnalyseConfig
 from compressor.sensitivity.cost import LayerShape, layer_shapes
 from compressor.sensitivity.latency import LatencyTable, latency_table
 from compressor.sensitivity.masks import make_batches
 from compressor.sensitivity.plan import Plan, fingerprint
-from compressor.sensitivity.report import save_heatmap, sensitivity_dict, table
 from compressor.sensitivity.scorers import SCORERS, Scores, run_scorer
+from compressor.sensitivity.view import save_heatmap, sensitivity_dict, table
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def _max_tokens(model: nn.Module, seq_len: int) -> int:
 
 
 def _write(report: AnalyseReport, model: nn.Module, out_dir: Path) -> dict[str, Path]:
-    from compressor.artifacts import atomic_dir
+    from compressor.fs import atomic_dir
 
     names = {"sensitivity": SENSITIVITY_FILE, "heatmap": HEATMAP_FILE}
     with atomic_dir(out_dir) as tmp:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from compressor.arch.modules import EmptyIntermediate, HeadlessAttention
+from compressor.arch.parts import arch_of, encoder_layers, get_module, head_size
 from compressor.errors import ConfigError
-from compressor.models import arch_of, encoder_layers, get_module, head_size
-from compressor.prune.modules import EmptyIntermediate, HeadlessAttention
 
 METRICS = ("params", "flops", "latency")
 

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.arch.parts import head_size
 from compressor.errors import CompressorError
-from compressor.models import head_size
 from compressor.sensitivity.cost import UnitCosts
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def _probe_model(model: nn.Module, layers: int, heads: int, neurons: int) -> nn.
     """A random-weight copy of the architecture with `layers` layers of `heads` heads and `neurons` neurons."""
     from transformers import AutoModelForSequenceClassification
 
-    from compressor.prune.surgery import prune_ffn_, prune_heads_
+    from compressor.arch.surgery import prune_ffn_, prune_heads_
 
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = layers

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compressor.arch.parts import arch_of, encoder_layers, eval_mode, get_module, head_size
 from compressor.errors import DataError
-from compressor.models import arch_of, encoder_layers, eval_mode, get_module, head_size
 from compressor.sensitivity.cost import layer_shapes
 
 logger = logging.getLogger(__name__)

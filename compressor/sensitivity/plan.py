@@ -1,4 +1,4 @@
-"""`plan.json`: what to keep, per layer, and `apply_plan_` which prunes a model to it exactly.
+"""`plan.json`: what to keep, per layer (`compressor.prune.units.apply_plan_` prunes a model to it exactly).
 
 Format (version 1); every index is relative to the model the plan was made for (its *current* layers, heads and
 neurons, so a plan for an already-pruned model refers to that model's positions):
@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from compressor.arch.parts import head_size
 from compressor.errors import ConfigError, PruneError
-from compressor.models import head_size
 from compressor.sensitivity.cost import layer_shapes
 
 
@@ -77,7 +77,7 @@ class Plan:
         }
 
     def save(self, path: Path) -> Path:
-        from compressor.config import save_json
+        from compressor.schema import save_json
 
         save_json(Path(path), self.to_dict())
         return Path(path)
@@ -214,16 +214,3 @@ def check_plan_fits(model: nn.Module, plan: Plan) -> None:
             f"the plan is for a model with {_shape_text(want)}, but this model has {_shape_text(have)}; "
             "run `compressor analyse` on this model to make a plan for it"
         )
-
-
-def apply_plan_(model: nn.Module, plan: Plan) -> None:
-    """Prune `model` in place to exactly the units `plan` keeps (our surgery: heads, FFN neurons, layers)."""
-    from compressor.prune.surgery import drop_layers_, prune_ffn_, prune_heads_
-
-    check_plan_fits(model, plan)
-    for entry in plan.layers:
-        if entry.dropped:
-            continue
-        prune_heads_(model, entry.index, entry.heads)
-        prune_ffn_(model, entry.index, entry.neurons)
-    drop_layers_(model, plan.kept_layers)

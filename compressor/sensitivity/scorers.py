@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.arch.parts import arch_of, encoder_layers, eval_mode, get_module, head_size
 from compressor.errors import DataError
-from compressor.models import arch_of, encoder_layers, eval_mode, get_module, head_size
 from compressor.registry import Registry
 from compressor.sensitivity.config import AnalyseConfig
 from compressor.sensitivity.cost import LayerShape, layer_shapes
@@ -264,6 +264,41 @@ def score_magnitude(model: nn.Module, batches: list[Batch] | None, config: Analy
     heads = [h / (4 * hidden * head_dim) for h in heads]  # mean over the head's q, k, v rows and o columns
     neurons = [n / (2 * hidden) for n in neurons]
     return Scores("magnitude", heads, neurons, tensors, joint_scale=False, loss=None)
+
+
+# The full list, in one place (compressor.sensitivity.config.SCORER_NAMES must name the same set).
+SCORERS.register(
+    "head-gradient",
+    Scorer(
+        score_head_gradient,
+        needs_data=True,
+        help="Σ|∂L/∂ξ| of head and neuron masks, normalised per layer (Michel et al. 2019)",
+    ),
+)
+SCORERS.register(
+    "taylor", Scorer(score_taylor, needs_data=True, help="first-order |θ·∂L/∂θ| summed per head, neuron and tensor")
+)
+SCORERS.register(
+    "tensor-loss",
+    Scorer(
+        score_tensor_loss,
+        needs_data=True,
+        help=(
+            "our proxy of Sensi-BERT's per-tensor ranking: loss increase when one tensor is magnitude-pruned, "
+            "per weight"
+        ),
+    ),
+)
+SCORERS.register(
+    "fisher",
+    Scorer(
+        score_fisher,
+        needs_data=True,
+        help="diagonal empirical Fisher Σ(∂L/∂ξ)² of head and neuron masks (Kwon et al. 2022)",
+    ),
+)
+SCORERS.register("magnitude", Scorer(score_magnitude, needs_data=False, help="mean |w| per unit (data-free)"))
+
 
 
 def needs_data(name: str) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from compressor.errors import ConfigError
-from exporters.onnx.targets import TARGETS
+from exporters.onnx.cpu import TARGETS
 
 QUANTIZE_MODES = ("dynamic", "static", "none")
 FUSE_MODES = ("auto", "on", "off")

@@ -19,16 +19,16 @@ from typing import Any
 import onnx
 import torch
 
-from compressor.artifacts import atomic_dir, check_out_dir
+from compressor.arch.parts import count_parameters, eval_mode
+from compressor.arch.structure import ensure_structure
 from compressor.errors import ConfigError, ExportError, ModelError, ParityError
-from compressor.models import count_parameters, eval_mode
-from compressor.prune.structure import ensure_structure
+from compressor.fs import atomic_dir, check_out_dir
 from exporters.manifest import MODEL_NAME, write_manifest
 from exporters.onnx import optimize, sessions, sparse, validate
 from exporters.onnx.config import ExportConfig, ExportReport
+from exporters.onnx.cpu import TARGETS, host_cpu, resolve_reduce_range
 from exporters.onnx.quantize import GateResult, QuantSettings, quantize_with_gate
 from exporters.onnx.specs import EXPORT_SPECS, ExportSpec
-from exporters.onnx.targets import TARGETS, host_cpu, resolve_reduce_range
 
 logger = logging.getLogger(__name__)
 
@@ -360,7 +360,7 @@ def _toolchain() -> dict[str, str]:
 
 
 def _config_record(config: ExportConfig) -> dict[str, Any]:
-    from compressor.config import config_to_dict
+    from compressor.schema import config_to_dict
 
     return config_to_dict(config)
 

@@ -108,8 +108,8 @@ def test_seeds_name_their_runs_and_methods_are_judged_on_the_mean(tmp_path: Path
 def test_a_cached_run_with_other_options_than_the_defaults_is_refused(tmp_path: Path) -> None:
     import json
 
-    from compressor.config import config_to_dict
     from compressor.methods import METHODS
+    from compressor.schema import config_to_dict
 
     current = config_to_dict(METHODS.get("hiwi").config_cls())
     (tmp_path / "method.json").write_text(json.dumps(current))
@@ -123,8 +123,8 @@ def test_a_cached_run_with_other_options_than_the_defaults_is_refused(tmp_path: 
 def test_options_resolved_at_run_time_do_not_make_a_run_stale(tmp_path: Path) -> None:
     import json
 
-    from compressor.config import config_to_dict
     from compressor.methods import METHODS
+    from compressor.schema import config_to_dict
 
     saved = config_to_dict(METHODS.get("pruning-adapter").config_cls())
     saved["fields"]["high_rank_layers"] = [0, 5]  # the default [] means "pick them from the data"

@@ -162,7 +162,7 @@ def test_bad_options_are_config_errors(tmp_path: Path) -> None:
 
 
 def test_flops_fraction_matches_the_uniform_point() -> None:
-    from compressor.prune.api import prune_by_fraction_
+    from compressor.prune.units import prune_by_fraction_
     from compressor.sensitivity.cost import encoder_flops
     from tests.models import tiny_model
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app, main
-from compressor.sensitivity import Plan
+from compressor.sensitivity.plan import Plan
 from tests.models import save_tiny_checkpoint, write_tiny_data
 
 

@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from compressor.models import save_model
-from compressor.prune.surgery import prune_ffn_, prune_heads_
+from compressor.arch.surgery import prune_ffn_, prune_heads_
+from compressor.checkpoint import save_model
 from tests.artifacts import build_tiny_artifact
 from tests.cli.test_predict import assert_one_line_error, run_cli
 from tests.models import tiny_model, tiny_tokenizer

@@ -8,9 +8,9 @@ import torch
 from typer.testing import CliRunner
 
 from cli.main import app
+from compressor.arch.modules import RemappedEmbedding
+from compressor.checkpoint import load_model
 from compressor.errors import ConfigError
-from compressor.models import load_model
-from compressor.prune.modules import RemappedEmbedding
 from tests.cli.test_predict import assert_one_line_error, run_cli
 from tests.models import encode, save_tiny_checkpoint, write_tiny_data
 

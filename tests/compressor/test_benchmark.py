@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from compressor.benchmark import BenchmarkConfig, benchmark, label_mapping, machine_info, plot
 from compressor.data import load_data
 from compressor.errors import ConfigError, DataError
+from exporters.measure import BenchmarkConfig, benchmark, label_mapping, machine_info, plot
 from exporters.runtime import Runtime
 from tests.artifacts import build_tiny_artifact
 from tests.models import write_tiny_data
@@ -118,7 +118,7 @@ def test_machine_info_records_cpu() -> None:
 
 
 def test_runs_are_interleaved_round_robin() -> None:
-    from compressor.benchmark import _interleaved
+    from exporters.measure import _interleaved
 
     calls: list[str] = []
 

@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from compressor.checkpoint import load_model
 from compressor.data import load_data
 from compressor.errors import ConfigError, DataError
 from compressor.finetune import finetune
 from compressor.merge import load_run, merge_run
 from compressor.methods.base import METHODS
 from compressor.methods.lora import LoraConfig
-from compressor.models import load_model
-from compressor.train import TrainConfig
+from compressor.train.config import TrainConfig
 from tests.models import encode, save_tiny_checkpoint, write_tiny_data
 
 FAST = TrainConfig(epochs=1, max_steps=6, batch_size=8, save_steps=3, logging_steps=2, lr=1e-3)

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from compressor.arch.parts import count_parameters
+from compressor.arch.surgery import prune_ffn_, prune_heads_
+from compressor.checkpoint import load_model, save_model
 from compressor.errors import ConfigError
 from compressor.inspection import detect, inspect_path
-from compressor.models import count_parameters, load_model, save_model
-from compressor.prune.surgery import prune_ffn_, prune_heads_
 from tests.artifacts import build_tiny_artifact
 from tests.models import tiny_model, tiny_tokenizer
 

@@ -137,22 +137,22 @@ def test_changed_input_file_reruns_the_stages_that_read_it(tmp_path: Path, tiny:
 
 
 def test_interrupted_stage_is_redone_on_resume(tmp_path: Path, tiny: dict[str, Path], monkeypatch) -> None:  # noqa: ANN001
-    import exporters.onnx
+    import exporters.onnx.export
 
     path, out = recipe_file(tmp_path, tiny, LIGHT), tmp_path / "run"
-    real = exporters.onnx.export_onnx
+    real = exporters.onnx.export.export_onnx
 
     def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(exporters.onnx, "export_onnx", interrupted)
+    monkeypatch.setattr(exporters.onnx.export, "export_onnx", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(path, out, quiet=True)
     assert (out / "04-export" / STAGE_FILE).is_file() and not (out / "04-export" / DONE).exists()
     assert not (out / "04-export" / "artifact").exists()
     assert "unfinished: 04-export" in summarise_run(out)
 
-    monkeypatch.setattr(exporters.onnx, "export_onnx", real)
+    monkeypatch.setattr(exporters.onnx.export, "export_onnx", real)
     result = run_pipeline(path, out, resume=True, quiet=True)
     assert statuses(result) == {
         "01-finetune": "skipped",
@@ -169,24 +169,24 @@ def test_interrupted_finetune_continues_from_its_checkpoint(
     import dataclasses
 
     import compressor.finetune
-    import compressor.train
+    import compressor.train.loop
 
     stage = {"finetune": {"method": "full", "train": {"max_steps": 4, "batch_size": 8, "save_steps": 2}}}
     path, out = recipe_file(tmp_path, tiny, [stage]), tmp_path / "run"
-    real_train, real_last = compressor.train.train, compressor.train._last_checkpoint
+    real_train, real_last = compressor.train.loop.train, compressor.train.loop._last_checkpoint
 
     def interrupted_at_step_2(model, tokenizer, cfg, **kwargs):  # noqa: ANN001, ANN003, ANN202
         real_train(model, tokenizer, dataclasses.replace(cfg, max_steps=2), **kwargs)  # checkpoint-2 is saved
         raise KeyboardInterrupt  # "Ctrl-C" halfway through the 4 steps
 
-    monkeypatch.setattr(compressor.train, "train", interrupted_at_step_2)
+    monkeypatch.setattr(compressor.train.loop, "train", interrupted_at_step_2)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(path, out, quiet=True)
     assert not (out / "01-finetune" / DONE).exists()
 
     found = []
-    monkeypatch.setattr(compressor.train, "train", real_train)
-    monkeypatch.setattr(compressor.train, "_last_checkpoint", lambda d: found.append(real_last(d)) or found[-1])
+    monkeypatch.setattr(compressor.train.loop, "train", real_train)
+    monkeypatch.setattr(compressor.train.loop, "_last_checkpoint", lambda d: found.append(real_last(d)) or found[-1])
     result = run_pipeline(path, out, resume=True, quiet=True)
     assert statuses(result) == {"01-finetune": "resumed"}
     assert [p.name for p in found] == ["checkpoint-2"]  # Trainer continued from the interrupted run's checkpoint

@@ -42,7 +42,7 @@ The rules every refusal follows (asserted by each test):
   `Usage:`/`Try … --help` lines); never a Python traceback (`COMPRESSOR_DEBUG=1` shows one);
 - no partial output: `--out` does not exist afterwards, and neither does any hidden `.NAME.tmp-*` sibling.
   Outputs are written into a hidden temporary directory beside `--out` and renamed into place when complete
-  (`compressor.artifacts.atomic_dir`, used by finetune, merge, prune, export and analyse). A process killed with
+  (`compressor.fs.atomic_dir`, used by finetune, merge, prune, export and analyse). A process killed with
   SIGKILL can leave only that hidden directory, tagged with its PID; the next write to the same `--out` removes it.
   An interrupted `finetune` keeps its Trainer checkpoints in `.NAME.partial/` so that `--resume` can continue.
 """

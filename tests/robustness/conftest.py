@@ -39,7 +39,7 @@ def ckpt(inputs: Path) -> Path:
 @pytest.fixture(scope="session")
 def pruned_ckpt(inputs: Path, ckpt: Path) -> Path:
     """The tiny classifier with a quarter of its heads removed (loads through `compressor_structure`)."""
-    from compressor.prune.api import PruneConfig
+    from compressor.prune.config import PruneConfig
     from compressor.prune.io import prune_checkpoint
 
     prune_checkpoint(str(ckpt), inputs / "pruned", PruneConfig(heads=0.25), quiet=True)
@@ -67,7 +67,7 @@ def run_dir(inputs: Path, ckpt: Path, train_tsv: Path) -> Path:
     from compressor.data import load_data
     from compressor.finetune import finetune
     from compressor.methods.lora import LoraConfig
-    from compressor.train import TrainConfig
+    from compressor.train.config import TrainConfig
 
     data = load_data(train_tsv)
     cfg = TrainConfig(max_steps=1, batch_size=8, max_length=32, device="cpu")

@@ -112,7 +112,7 @@ def test_sigint_during_finetune_then_resume(cli, tmp_path: Path, ckpt: Path, tra
 
 def test_resume_skips_a_checkpoint_cut_short(tmp_path: Path) -> None:
     """A kill while the Trainer saves leaves a checkpoint without trainer_state.json: resume uses the one before."""
-    from compressor.train import _last_checkpoint
+    from compressor.train.loop import _last_checkpoint
 
     for step, complete in ((10, True), (20, False)):
         folder = tmp_path / f"checkpoint-{step}"

@@ -1,6 +1,6 @@
 """Outputs: never overwrite results by accident, fail early on paths that cannot be written or a disk that is too
 full, and leave nothing behind when writing fails half-way (finetune, merge, prune and export all write through
-`compressor.artifacts.atomic_dir`)."""
+`compressor.fs.atomic_dir`)."""
 
 from __future__ import annotations
 

@@ -9,12 +9,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from compressor.arch.parts import encoder_linears, set_module
 from compressor.errors import ModelError
 from compressor.methods.adamix.config import AdamixConfig
 from compressor.methods.adamix.layers import AdamixLinear
 from compressor.methods.base import freeze_, unfreeze_classifier_
-from compressor.methods.targets import encoder_linears
-from compressor.models import set_module
 
 logger = logging.getLogger(__name__)
 

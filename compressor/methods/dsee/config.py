@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from compressor.arch.table import LINEAR_ROLES
 from compressor.errors import ConfigError
-from compressor.methods.targets import LINEAR_ROLES
 
 SUPPORTS = ("decompose", "magnitude", "random")
 

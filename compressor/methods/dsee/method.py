@@ -20,14 +20,14 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from compressor.arch.parts import arch_of, encoder_layers, encoder_linears, head_size, set_module
+from compressor.arch.structure import ensure_structure, structure_of
+from compressor.arch.surgery import prune_heads_
+from compressor.arch.table import LINEAR_ROLES
 from compressor.errors import ModelError, PruneError
 from compressor.methods.base import freeze_, unfreeze_classifier_
 from compressor.methods.dsee.config import DseeConfig
 from compressor.methods.dsee.layers import DseeLinear
-from compressor.methods.targets import LINEAR_ROLES, encoder_linears
-from compressor.models import arch_of, encoder_layers, head_size, set_module
-from compressor.prune.structure import ensure_structure, structure_of
-from compressor.prune.surgery import prune_heads_
 
 logger = logging.getLogger(__name__)
 

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from compressor.arch.parts import encoder_modules, set_module
 from compressor.errors import ModelError
 from compressor.methods.base import freeze_, unfreeze_classifier_
 from compressor.methods.hiwi.config import TARGETS, HiwiConfig
 from compressor.methods.hiwi.layers import WRAPPERS, HiwiAdapter, HiwiParams
-from compressor.methods.targets import encoder_modules
-from compressor.models import set_module
 
 logger = logging.getLogger(__name__)
 

@@ -7,12 +7,11 @@ import logging
 import torch
 from torch import nn
 
+from compressor.arch.parts import encoder_linears, set_module
 from compressor.errors import ModelError
 from compressor.methods.base import freeze_, unfreeze_classifier_
 from compressor.methods.pafi.config import PafiConfig
 from compressor.methods.pafi.layers import PafiLinear
-from compressor.methods.targets import encoder_linears
-from compressor.models import set_module
 
 logger = logging.getLogger(__name__)
 

@@ -13,14 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.arch.parts import arch_of, encoder_linears
+from compressor.arch.structure import ensure_structure, summary
+from compressor.arch.surgery import prune_heads_
 from compressor.errors import ConfigError, ModelError
 from compressor.methods.lora import merge_lora
 from compressor.methods.pruning_adapter.config import PruningAdapterConfig
 from compressor.methods.pruning_adapter.layers import add_lora
-from compressor.methods.targets import encoder_linears
-from compressor.models import arch_of
-from compressor.prune.structure import ensure_structure, summary
-from compressor.prune.surgery import prune_heads_
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from compressor.config import config_from_dict, config_to_dict
+from compressor.arch.structure import structure_of
+from compressor.checkpoint import load_model, save_model
 from compressor.errors import ConfigError, ModelError, PruneError
 from compressor.methods import METHODS
 from compressor.methods.base import (
@@ -27,8 +28,7 @@ from compressor.methods.dsee import (
     inject_dsee,
     merge_dsee,
 )
-from compressor.models import load_model, save_model
-from compressor.prune.structure import structure_of
+from compressor.schema import config_from_dict, config_to_dict
 from tests.models import encode, tiny_model, tiny_tokenizer
 
 HIDDEN, LAYERS, LABELS = 32, 2, 2  # tests.models.tiny_model
@@ -322,7 +322,7 @@ def test_finetune_and_merge_run_end_to_end(tmp_path: Path) -> None:
     from compressor.data import load_data
     from compressor.finetune import finetune
     from compressor.merge import load_run, merge_run
-    from compressor.train import TrainConfig
+    from compressor.train.config import TrainConfig
     from tests.models import save_tiny_checkpoint, write_tiny_data
 
     base = save_tiny_checkpoint(tmp_path / "base")

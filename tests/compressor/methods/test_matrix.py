@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from compressor.config import build_config
+from compressor.arch.structure import is_pruned, structure_of
+from compressor.arch.surgery import apply_structure_
+from compressor.checkpoint import load_model, save_model
 from compressor.data import load_data
 from compressor.methods import METHODS
 from compressor.methods.base import adapter_state, load_adapter_state_, only_stock_modules, trainable_parameters
-from compressor.models import load_model, save_model
-from compressor.prune.structure import apply_structure_, is_pruned, structure_of
+from compressor.schema import build_config
 from tests.models import encode, tiny_model, tiny_tokenizer, write_tiny_data
 
 CASES = {  # tiny settings per method; every registered method must appear here

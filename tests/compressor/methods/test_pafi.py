@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compressor.arch.surgery import prune_heads_
 from compressor.errors import ConfigError, ModelError
 from compressor.methods.base import (
     METHODS,
@@ -14,7 +15,6 @@ from compressor.methods.base import (
 )
 from compressor.methods.pafi import PafiConfig, PafiLinear, masked_entries, select_mask, stored_bytes
 from compressor.methods.pafi.method import budget
-from compressor.prune.surgery import prune_heads_
 from tests.models import encode, tiny_model, tiny_tokenizer
 
 PAFI = METHODS.get("pafi")

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from compressor.config import config_from_dict, config_to_dict
+from compressor.arch.structure import structure_of
+from compressor.arch.surgery import apply_structure_, prune_heads_
+from compressor.checkpoint import load_model, save_model
 from compressor.data import load_data
 from compressor.errors import ConfigError, ModelError
 from compressor.methods import METHODS
@@ -28,10 +30,9 @@ from compressor.methods.pruning_adapter import (
     prepare_pruning_adapter,
     rank_layers,
 )
-from compressor.models import load_model, save_model
-from compressor.prune.structure import apply_structure_, structure_of
-from compressor.prune.surgery import prune_heads_
-from compressor.sensitivity import head_importance, make_batches
+from compressor.schema import config_from_dict, config_to_dict
+from compressor.sensitivity.masks import make_batches
+from compressor.sensitivity.scorers import head_importance
 from tests.models import encode, tiny_model, tiny_tokenizer, write_tiny_data
 
 HIDDEN, HEAD_DIM, LABELS = 32, 8, 2  # tests.models.tiny_model: 2 layers × 4 heads
@@ -208,7 +209,7 @@ def test_inject_refuses_unknown_layers_and_double_injection() -> None:
 def test_finetune_and_merge_run_end_to_end(tmp_path: Path) -> None:
     from compressor.finetune import finetune
     from compressor.merge import load_run, merge_run
-    from compressor.train import TrainConfig
+    from compressor.train.config import TrainConfig
     from tests.models import save_tiny_checkpoint
 
     base = save_tiny_checkpoint(tmp_path / "base")

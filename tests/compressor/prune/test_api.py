@@ -6,12 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from compressor.arch.structure import structure_of
 from compressor.data import load_data
 from compressor.errors import ConfigError
-from compressor.prune.api import PruneConfig, prune_, prune_by_fraction_
+from compressor.prune.api import prune_
+from compressor.prune.config import PruneConfig
 from compressor.prune.schedule import count_schedule, kept_fractions
-from compressor.prune.structure import structure_of
-from compressor.sensitivity import AnalyseConfig, analyse, encoder_params
+from compressor.prune.units import prune_by_fraction_
+from compressor.sensitivity.analyse import analyse
+from compressor.sensitivity.config import AnalyseConfig
+from compressor.sensitivity.cost import encoder_params
 from tests.models import encode, tiny_model, tiny_tokenizer, write_tiny_data
 
 

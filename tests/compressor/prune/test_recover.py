@@ -6,13 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from compressor.arch.structure import structure_of
+from compressor.arch.surgery import drop_layers_, prune_ffn_, prune_heads_
 from compressor.data import load_data
 from compressor.methods.base import only_stock_modules
-from compressor.prune.api import PruneConfig, distill_, prune_by_fraction_
+from compressor.prune.config import PruneConfig
+from compressor.prune.distill import distill_
 from compressor.prune.recover import reconstruct_
-from compressor.prune.structure import structure_of
-from compressor.prune.surgery import drop_layers_, prune_ffn_, prune_heads_
-from compressor.train import distillation_loss, evaluate, kl_divergence
+from compressor.prune.units import prune_by_fraction_
+from compressor.train.distill import distillation_loss, kl_divergence
+from compressor.train.loop import evaluate
 from tests.models import NEGATIVE, POSITIVE, encode, tiny_model, tiny_tokenizer, write_tiny_data
 
 TEXTS = POSITIVE + NEGATIVE + ["the plot was not very good", "it is a lovely and fun story", "i hated the acting"]

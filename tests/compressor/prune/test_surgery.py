@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from compressor.arch.structure import structure_of
+from compressor.arch.surgery import apply_structure_, drop_layers_, prune_ffn_, prune_heads_
+from compressor.checkpoint import load_model, save_model
 from compressor.errors import ModelError, PruneError
-from compressor.models import load_model, save_model
-from compressor.prune.structure import apply_structure_, structure_of
-from compressor.prune.surgery import drop_layers_, prune_ffn_, prune_heads_
 from tests.models import encode, tiny_model, tiny_tokenizer
 
 

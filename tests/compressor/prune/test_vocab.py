@@ -7,10 +7,10 @@ import onnx
 import pytest
 import torch
 
+from compressor.arch.modules import RemappedEmbedding
+from compressor.arch.surgery import prune_heads_
+from compressor.checkpoint import load_model, save_model
 from compressor.errors import PruneError
-from compressor.models import load_model, save_model
-from compressor.prune.modules import RemappedEmbedding
-from compressor.prune.surgery import prune_heads_
 from compressor.prune.vocab import model_bytes, prune_vocab_, unknown_rate, used_token_ids
 from tests.models import POSITIVE, encode, tiny_model, tiny_tokenizer
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compressor.arch.parts import count_parameters
 from compressor.errors import ConfigError, PruneError
-from compressor.models import count_parameters
-from compressor.sensitivity import AnalyseConfig, Budget, Scores, allocate, apply_plan_, parse_budget
+from compressor.prune.units import apply_plan_
+from compressor.sensitivity.allocate import allocate
+from compressor.sensitivity.config import AnalyseConfig, Budget, parse_budget
 from compressor.sensitivity.cost import encoder_flops
 from compressor.sensitivity.latency import LatencyTable
-from compressor.sensitivity.scorers import run_scorer
+from compressor.sensitivity.scorers import Scores, run_scorer
 from tests.models import tiny_model
 
 

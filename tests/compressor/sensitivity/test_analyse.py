@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 
 from compressor.errors import ConfigError
-from compressor.sensitivity import AnalyseConfig, Plan, analyse
+from compressor.sensitivity.analyse import analyse
+from compressor.sensitivity.config import AnalyseConfig
 from compressor.sensitivity.cost import layer_shapes
+from compressor.sensitivity.plan import Plan
 from tests.models import tiny_model
 
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from compressor.config import build_config
 from compressor.errors import ConfigError
-from compressor.sensitivity import SCORERS, AnalyseConfig, Budget, parse_budget
-from compressor.sensitivity.config import SCORER_NAMES
+from compressor.schema import build_config
+from compressor.sensitivity.config import SCORER_NAMES, AnalyseConfig, Budget, parse_budget
+from compressor.sensitivity.scorers import SCORERS
 
 
 def test_scorer_names_match_the_registry() -> None:

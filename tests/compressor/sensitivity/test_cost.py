@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from compressor.models import count_parameters
-from compressor.prune.surgery import drop_layers_, prune_ffn_, prune_heads_
+from compressor.arch.parts import count_parameters
+from compressor.arch.surgery import drop_layers_, prune_ffn_, prune_heads_
 from compressor.sensitivity.cost import analytic_costs, encoder_flops, encoder_params, layer_shapes
 from tests.models import tiny_model
 

@@ -6,12 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from compressor.arch.structure import structure_of
+from compressor.arch.surgery import prune_ffn_, prune_heads_
+from compressor.checkpoint import load_model, save_model
 from compressor.errors import ConfigError, PruneError
-from compressor.models import load_model, save_model
-from compressor.prune.structure import structure_of
-from compressor.prune.surgery import prune_ffn_, prune_heads_
-from compressor.sensitivity import AnalyseConfig, Budget, Plan, allocate, apply_plan_
+from compressor.prune.units import apply_plan_
+from compressor.sensitivity.allocate import allocate
+from compressor.sensitivity.config import AnalyseConfig, Budget
 from compressor.sensitivity.masks import UnitMasks, batch_loss
+from compressor.sensitivity.plan import Plan
 from compressor.sensitivity.scorers import run_scorer
 from tests.models import encode, tiny_model, tiny_tokenizer
 

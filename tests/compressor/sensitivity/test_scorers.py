@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
+from compressor.arch.surgery import prune_ffn_, prune_heads_
 from compressor.errors import DataError
-from compressor.prune.surgery import prune_ffn_, prune_heads_
-from compressor.sensitivity import SCORERS, AnalyseConfig, head_importance
+from compressor.sensitivity.config import AnalyseConfig
 from compressor.sensitivity.masks import UnitMasks, batch_loss
-from compressor.sensitivity.scorers import run_scorer
+from compressor.sensitivity.scorers import SCORERS, head_importance, run_scorer
 from tests.models import tiny_model
 
 CONFIG = AnalyseConfig(samples=24, batch_size=8)

@@ -31,7 +31,7 @@ def out_dir(tmp_path: Path) -> Path:
 
 def fast_config(**overrides: object):
     """An ExportConfig sized for the tiny models (64 positions) and a short timing."""
-    from exporters.onnx import ExportConfig
+    from exporters.onnx.config import ExportConfig
 
     values: dict[str, object] = {"max_length": 64, "seq_len": 32, "timing_runs": 5, "reduce_range": False}
     values.update(overrides)

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from compressor.config import config_from_dict, config_to_dict
 from compressor.errors import ConfigError
-from exporters.onnx import ExportConfig
-from exporters.onnx.targets import TARGETS, resolve_reduce_range
+from compressor.schema import config_from_dict, config_to_dict
+from exporters.onnx.config import ExportConfig
+from exporters.onnx.cpu import TARGETS, resolve_reduce_range
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_reduce_range_comes_from_the_target_unless_set() -> None:
 
 
 def test_optimize_for_is_recorded_and_sets_reduce_range(tokenizer, out_dir) -> None:
-    from exporters.onnx import export_onnx
+    from exporters.onnx.export import export_onnx
     from tests.exporters.onnx.conftest import fast_config
     from tests.models import tiny_model
 

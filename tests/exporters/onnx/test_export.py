@@ -12,13 +12,12 @@ import torch
 
 import exporters.onnx.export as export_module
 import exporters.onnx.validate as validate_module
+from compressor.arch.structure import structure_of
+from compressor.arch.surgery import drop_layers_, prune_ffn_, prune_heads_
 from compressor.errors import ConfigError, ExportError, ParityError
-from compressor.prune.structure import structure_of
-from compressor.prune.surgery import drop_layers_, prune_ffn_, prune_heads_
 from compressor.prune.vocab import prune_vocab_
 from exporters.manifest import read_manifest, verify_artifact
-from exporters.onnx import export_onnx
-from exporters.onnx.export import choose_graph
+from exporters.onnx.export import choose_graph, export_onnx
 from exporters.onnx.optimize import expected_fused_ops
 from exporters.onnx.sessions import make_session
 from tests.exporters.onnx.conftest import fast_config
@@ -205,8 +204,8 @@ def test_max_length_beyond_the_models_positions_is_a_config_error(tokenizer, out
 def test_gate_accuracy_is_what_the_runtime_measures_one_sentence_at_a_time(tokenizer, tmp_path, out_dir) -> None:
     # Dynamic int8 scales activations per run, so padding changes results; the gate scores one unpadded sentence
     # per run, as `compressor benchmark` (and an edge device at batch 1) does, so both report the same accuracy.
-    from compressor.benchmark import evaluate
     from compressor.data import load_data
+    from exporters.measure import evaluate
     from exporters.runtime import Runtime
     from tests.models import write_tiny_data
 

@@ -66,7 +66,7 @@ def test_strict_export_fails_when_fusion_breaks(tokenizer, tmp_path: Path, monke
     import shutil
 
     import exporters.onnx.optimize as optimize_module
-    from exporters.onnx import export_onnx
+    from exporters.onnx.export import export_onnx
     from tests.exporters.onnx.conftest import fast_config
 
     # fusion that silently does nothing, as after an exporter change that breaks ORT's patterns

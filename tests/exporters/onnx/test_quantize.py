@@ -9,8 +9,7 @@ import torch
 
 import exporters.onnx.quantize as quantize_module
 from compressor.errors import ExportError
-from exporters.onnx import export_onnx
-from exporters.onnx.export import torch_to_onnx
+from exporters.onnx.export import export_onnx, torch_to_onnx
 from exporters.onnx.quantize import QuantSettings, quantize_graph, quantized_nodes
 from exporters.onnx.specs import EXPORT_SPECS
 from tests.exporters.onnx.conftest import fast_config

@@ -6,8 +6,7 @@ import numpy as np
 import onnx
 import torch
 
-from exporters.onnx import export_onnx
-from exporters.onnx.export import torch_to_onnx
+from exporters.onnx.export import export_onnx, torch_to_onnx
 from exporters.onnx.sessions import batches, make_session, run_logits
 from exporters.onnx.sparse import initializer_arrays, sparsify_
 from exporters.onnx.specs import EXPORT_SPECS

@@ -11,78 +11,19 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
 from compressor.data import LabelledData
-from compressor.errors import ConfigError
+from compressor.train.config import TrainConfig, resolve_device
 
 logger = logging.getLogger(__name__)
 
 ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor], Any], torch.Tensor]
-
-
-@dataclass(kw_only=True)
-class TrainConfig:
-    kind: ClassVar[str] = "train"
-    version: ClassVar[int] = 1
-
-    epochs: float = field(default=1.0, metadata={"help": "Passes over the training data."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: use epochs)."})
-    lr: float | None = field(default=None, metadata={"help": "Peak learning rate (default: the method's)."})
-    batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
-    eval_batch_size: int = field(default=128, metadata={"help": "Evaluation batch size per device."})
-    max_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
-    seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling and routing."})
-    warmup_ratio: float = field(default=0.06, metadata={"help": "Share of steps with linear warm-up."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
-    bf16: bool = field(default=False, metadata={"help": "bfloat16 mixed precision (GPU or recent CPU)."})
-    fp16: bool = field(default=False, metadata={"help": "float16 mixed precision (CUDA only)."})
-    save_steps: int = field(default=200, metadata={"help": "Checkpoint every N steps (for --resume)."})
-    logging_steps: int = field(default=50, metadata={"help": "Log the loss every N steps."})
-
-    def __post_init__(self) -> None:
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise ConfigError(f"`epochs` must be positive (or set `max_steps`), got {self.epochs!r}")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ConfigError(f"`max_steps` must be a positive integer or -1, got {self.max_steps!r}")
-        if self.lr is not None and not (0 < self.lr < 1):
-            raise ConfigError(f"`lr` must be in (0, 1), got {self.lr!r}")
-        for name in ("batch_size", "eval_batch_size", "max_length", "save_steps", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"`{name.replace('_', '-')}` must be a positive integer, got {getattr(self, name)!r}"
-                )
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}")
-        if self.bf16 and self.fp16:
-            raise ConfigError("choose one of `bf16` and `fp16`, not both")
-        resolve_device(self.device)
-
-
-def is_main_process() -> bool:
-    """True except on the non-zero ranks of a distributed run (accelerate launch / torchrun set RANK)."""
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def resolve_device(device: str) -> str:
-    """`auto` → cuda if present else cpu; a clear error for a device that is not there."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device} was requested but no CUDA device is available; use --device cpu")
-        return device
-    raise ConfigError(f"`device` must be auto, cpu, cuda or cuda:N; got {device!r}")
 
 
 def tokenize(data: LabelledData, tokenizer: Any, max_length: int) -> Any:
@@ -118,29 +59,6 @@ def fit_length(model: nn.Module, max_length: int) -> int:
         )
         return limit
     return max_length
-
-
-def distillation_loss(teacher: nn.Module, *, weight: float = 1.0, temperature: float = 2.0) -> ExtraLoss:
-    """λ·T²·KL(teacher ‖ student) at temperature T, the teacher's logits computed on the fly (Hinton et al. 2015)."""
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-
-    def loss(model: nn.Module, inputs: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
-        feed = {k: v for k, v in inputs.items() if k != "labels"}
-        with torch.no_grad():
-            t_logits = teacher(**feed).logits
-        return weight * kl_divergence(outputs.logits, t_logits, temperature)
-
-    return loss
-
-
-def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T²·KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch; zero when the logits are equal."""
-    t = temperature
-    log_p_s = nn.functional.log_softmax(student_logits / t, dim=-1)
-    log_p_t = nn.functional.log_softmax(teacher_logits / t, dim=-1)
-    return nn.functional.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * t * t
 
 
 @dataclass

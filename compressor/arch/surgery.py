@@ -7,15 +7,17 @@ the structure metadata can never drift from the shapes.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from compressor.errors import PruneError
-from compressor.models import arch_of, encoder_layers, get_module, head_size, set_module
-from compressor.prune.modules import BiasOnly, EmptyIntermediate, HeadlessAttention
-from compressor.prune.structure import ensure_structure
+from compressor.arch.modules import BiasOnly, EmptyIntermediate, HeadlessAttention, RemappedEmbedding
+from compressor.arch.parts import arch_of, encoder_layers, get_module, head_size, set_module
+from compressor.arch.structure import ensure_structure, is_pruned, validate
+from compressor.errors import ModelError, PruneError
 
 
 def _select_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
@@ -117,3 +119,50 @@ def drop_layers_(model: nn.Module, keep: Sequence[int]) -> None:
     set_module(model, arch.layers, nn.ModuleList(kept_modules))
     structure["layers"] = [structure["layers"][i] for i in keep]
     model.config.num_hidden_layers = len(keep)
+
+
+def build_shapes_(model: nn.Module, structure: dict[str, Any]) -> None:
+    """Shrink a full-size model (weights irrelevant) to `structure`'s shapes, so a saved state dict loads."""
+    validate(structure, model)
+    model.config.compressor_structure = None
+    full_layers = model.config.num_hidden_layers
+    if full_layers != len(structure["layers"]):
+        # the saved config already has the kept layer count; rebuild against the source count
+        raise ModelError("config.json: `num_hidden_layers` disagrees with `compressor_structure`; re-save the model")
+    apply_counts_(model, structure)
+    model.config.compressor_structure = copy.deepcopy(structure)
+    if structure.get("vocab"):
+        build_vocab_shape_(model, structure["vocab"])
+
+
+def apply_counts_(model: nn.Module, structure: dict[str, Any]) -> None:
+    """Give each layer the head count and FFN width of `structure` (first units kept; for shape rebuilding)."""
+    for i, entry in enumerate(structure["layers"]):
+        prune_heads_(model, i, list(range(len(entry["heads"]))))
+        prune_ffn_(model, i, list(range(entry["intermediate"])))
+
+
+def apply_structure_(model: nn.Module, structure: dict[str, Any]) -> None:
+    """Prune an unpruned model to exactly `structure` (original indices), e.g. to re-create a saved run's shapes."""
+    current = ensure_structure(model)
+    if is_pruned(current):
+        raise PruneError("apply_structure_ needs an unpruned model")
+    if structure["source_layers"] != current["source_layers"] or structure["source_heads"] != current["source_heads"]:
+        raise PruneError(
+            f"structure is for a model with {structure['source_layers']} layers × {structure['source_heads']} heads; "
+            f"this model has {current['source_layers']} × {current['source_heads']}"
+        )
+    for entry in structure["layers"]:
+        i = entry["source"]
+        prune_heads_(model, i, entry["heads"])
+        neurons = entry.get("neurons")
+        prune_ffn_(model, i, neurons if neurons is not None else list(range(entry["intermediate"])))
+    drop_layers_(model, [e["source"] for e in structure["layers"]])
+
+
+def build_vocab_shape_(model: nn.Module, vocab: dict[str, Any]) -> None:
+    """Give a freshly built model the pruned embedding shape recorded in its structure."""
+    arch = arch_of(model)
+    emb = get_module(model, arch.word_embeddings)
+    dim = emb.weight.shape[1]
+    set_module(model, arch.word_embeddings, RemappedEmbedding(int(vocab["source_size"]), int(vocab["kept"]), dim))

@@ -1,25 +1,19 @@
-"""The architecture table and checkpoint loading/saving.
+"""Checkpoints on disk: resolve a model reference, load `(model, tokenizer)` from safetensors, save a model.
 
-Methods and surgery never hard-code attribute paths: they ask the `ArchSpec` of the model where the q/k/v/o
-projections, the FFN linears, the LayerNorms, the embeddings and the classifier live. Adding a family is one
-`ARCHS.register` call plus tests.
+A pruned model's config.json carries `compressor_structure`; loading rebuilds those shapes before the weights load.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from compressor.arch.table import ARCHS
 from compressor.errors import ModelError
-from compressor.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -27,77 +21,6 @@ BUNDLED = ("minilm",)  # names that resolve to a checkpoint shipped by an instal
 STRUCTURE_KEY = "compressor_structure"
 WEIGHTS_NAME = "model.safetensors"
 PICKLE_NAMES = ("pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt", "model.ckpt")
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """Where the parts of one model family live, as dotted paths."""
-
-    model_type: str
-    base: str  # the encoder model attribute, e.g. "bert"
-    layers: str  # ModuleList of encoder layers, from the task model
-    attention: str  # attention block inside a layer (holds self-attention and its output)
-    self_attention: str
-    query: str
-    key: str
-    value: str
-    attn_out: str  # output projection o
-    attn_norm: str
-    ffn_in: str
-    ffn_out: str
-    ffn_norm: str
-    embeddings: str
-    word_embeddings: str
-    classifier: str
-
-
-ARCHS: Registry[ArchSpec] = Registry("architecture")
-ARCHS.register(
-    "bert",
-    ArchSpec(
-        model_type="bert",
-        base="bert",
-        layers="bert.encoder.layer",
-        attention="attention",
-        self_attention="attention.self",
-        query="attention.self.query",
-        key="attention.self.key",
-        value="attention.self.value",
-        attn_out="attention.output.dense",
-        attn_norm="attention.output.LayerNorm",
-        ffn_in="intermediate.dense",
-        ffn_out="output.dense",
-        ffn_norm="output.LayerNorm",
-        embeddings="bert.embeddings",
-        word_embeddings="bert.embeddings.word_embeddings",
-        classifier="classifier",
-    ),
-)
-
-
-def arch_of(model: nn.Module) -> ArchSpec:
-    """The ArchSpec for a loaded model, from its `config.model_type`."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in ARCHS:
-        raise ModelError(f"model type `{model_type}` is not supported; supported: {', '.join(ARCHS.names())}")
-    return ARCHS.get(model_type)
-
-
-def get_module(root: nn.Module, path: str) -> nn.Module:
-    return root.get_submodule(path)
-
-
-def set_module(root: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, module)
-
-
-def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    return get_module(model, arch_of(model).layers)  # type: ignore[return-value]
-
-
-def head_size(model: nn.Module) -> int:
-    return model.config.hidden_size // model.config.num_attention_heads
 
 
 def resolve_model_path(name_or_path: str | Path) -> Path:
@@ -188,7 +111,7 @@ def load_model(
 
     try:
         if structure:
-            from compressor.prune.structure import build_shapes_
+            from compressor.arch.surgery import build_shapes_
 
             model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attn_implementation)
             build_shapes_(model, structure)
@@ -258,29 +181,8 @@ def save_model(model: nn.Module, tokenizer: Any, out_dir: Path) -> None:
         tokenizer.save_pretrained(out_dir)
 
 
-def count_parameters(model: nn.Module, *, encoder_only: bool = False) -> int:
-    if encoder_only:
-        return sum(p.numel() for p in encoder_layers(model).parameters())
-    return sum(p.numel() for p in model.parameters())
-
-
 def model_fingerprint(path: Path) -> str:
     """A short content hash of a checkpoint's weights file (for manifests and resume)."""
-    from compressor.artifacts import file_sha256
+    from compressor.fs import file_sha256
 
     return file_sha256(path / WEIGHTS_NAME if path.is_dir() else path)[:16]
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Dropout off inside the block; the model's previous train/eval mode comes back afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def to_device(model: nn.Module, device: str | torch.device | None) -> nn.Module:
-    return model if device is None else model.to(device)

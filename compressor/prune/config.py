@@ -1,0 +1,97 @@
+"""The pruning settings (`PruneConfig`). Torch-free: the CLI builds its options from these fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from compressor.errors import ConfigError
+
+SCHEDULES = ("geometric", "linear")
+FALLBACKS = ("unk", "nearest")
+RECOVER = ("none", "distill", "reconstruct", "reconstruct+distill")
+
+
+@dataclass(kw_only=True)
+class PruneConfig:
+    kind: ClassVar[str] = "prune"
+    version: ClassVar[int] = 1
+
+    heads: float = field(default=0.0, metadata={"help": "Fraction of attention heads to remove in each layer."})
+    ffn: float = field(default=0.0, metadata={"help": "Fraction of FFN neurons to remove in each layer."})
+    plan: str | None = field(default=None, metadata={"help": "plan.json from `compressor analyse` (exact units)."})
+    recover: str = field(default="none", metadata={"help": f"Recovery after pruning: {', '.join(RECOVER)}."})
+    recover_steps: int = field(
+        default=0, metadata={"help": "Distillation steps in total (split evenly over `iterations`; 0: none)."}
+    )
+    distill_weight: float = field(default=1.0, metadata={"help": "λ in CE + λ·KL(student ‖ teacher)."})
+    temperature: float = field(default=2.0, metadata={"help": "Distillation temperature T."})
+    lr: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the recovery fine-tune (default: the recovery method's, 5e-5 for full)."},
+    )
+    batch_size: int = field(default=32, metadata={"help": "Batch size of the recovery fine-tune."})
+    seed: int = field(default=42, metadata={"help": "Seed of the recovery fine-tune and of the samples drawn."})
+    recover_method: str = field(
+        default="full",
+        metadata={
+            "help": "Fine-tuning method that trains during distillation, merged afterwards (full: every weight)."
+        },
+    )
+    samples: int = field(default=1024, metadata={"help": "Sentences `reconstruct` fits its scales on."})
+    iterations: int = field(default=1, metadata={"help": "Reach the target in this many prune → recover steps."})
+    schedule: str = field(
+        default="geometric",
+        metadata={"help": f"How the kept share shrinks over `iterations`: {', '.join(SCHEDULES)}."},
+    )
+    vocab_fallback: str = field(
+        default="unk",
+        metadata={
+            "help": "With vocabulary pruning, where dropped token ids go: unk (the unknown row) or nearest (the "
+            "kept row with the most similar embedding)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("heads", "ffn"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"`{name}` must be a fraction in [0, 1]; got {value!r}")
+        if self.ffn == 1:
+            raise ConfigError("`ffn` 1.0 would remove every FFN neuron of every layer; drop layers with a plan")
+        if self.plan is not None and (self.heads or self.ffn):
+            raise ConfigError("give either `plan` or the `heads`/`ffn` fractions, not both")
+        if self.recover not in RECOVER:
+            raise ConfigError(f"`recover` must be one of {', '.join(RECOVER)}; got {self.recover!r}")
+        if self.vocab_fallback not in FALLBACKS:
+            raise ConfigError(f"`vocab_fallback` must be one of {', '.join(FALLBACKS)}; got {self.vocab_fallback!r}")
+        if self.recover_steps < 0:
+            raise ConfigError(f"`recover_steps` must be >= 0; got {self.recover_steps!r}")
+        if "distill" in self.recover and self.recover_steps == 0:
+            self.recover_steps = 500
+        if self.recover_steps and self.recover == "none":
+            self.recover = "distill"
+        if self.temperature <= 0 or self.distill_weight < 0:
+            raise ConfigError("`temperature` must be positive and `distill_weight` non-negative")
+        if self.lr is not None and not 0 < self.lr < 1:
+            raise ConfigError(f"`lr` must be in (0, 1); got {self.lr!r}")
+        for name in ("batch_size", "samples", "iterations"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"`{name}` must be a positive integer; got {value!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"`schedule` must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if "distill" in self.recover and self.recover_steps < self.iterations:
+            raise ConfigError(f"`recover_steps` ({self.recover_steps}) must be >= `iterations` ({self.iterations})")
+        _check_recover_method(self.recover_method, distill="distill" in self.recover)
+
+
+def _check_recover_method(name: str, *, distill: bool) -> None:
+    import compressor.methods  # noqa: F401  (registers every method)
+    from compressor.methods.base import METHODS
+
+    method = METHODS.get(name)  # ConfigError naming the known methods
+    if method.prepare is not None:
+        raise ConfigError(f"`recover_method` {name} changes the model's structure before training; choose another")
+    if name != "full" and not distill:
+        raise ConfigError(f"`recover_method` {name} trains during distillation; add `recover` distill")

@@ -1,0 +1,84 @@
+"""Recovery by distillation: a short fine-tune of the pruned model towards the unpruned one (logits: Hinton et al.
+2015), through any registered fine-tuning method that is merged back afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.errors import PruneError
+from compressor.prune.config import PruneConfig
+
+
+def distill_(
+    model: nn.Module,
+    teacher: nn.Module,
+    tokenizer: Any,
+    config: PruneConfig,
+    *,
+    data: Any,
+    eval_data: Any = None,
+    work_dir: Path | None = None,
+    quiet: bool = False,
+    steps: int | None = None,
+) -> dict[str, Any]:
+    """Fine-tune the pruned `model` in place with CE + λ·KL to the unpruned `teacher`.
+
+    `config.recover_method` chooses what trains: `full` every weight; any other registered method is injected,
+    trained and merged back, so the model keeps stock modules and its pruned shapes.
+
+    Args:
+        steps: optimizer steps (default `config.recover_steps`).
+    """
+    import tempfile
+
+    import compressor.methods  # noqa: F401  (registers every method)
+    from compressor.merge import merge
+    from compressor.methods.base import METHODS, count_trainable
+    from compressor.train.config import TrainConfig, resolve_device
+    from compressor.train.distill import distillation_loss
+    from compressor.train.loop import train
+
+    steps = steps or config.recover_steps
+    method = METHODS.get(config.recover_method)
+    cfg = TrainConfig(
+        max_steps=steps,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        save_steps=max(50, steps // 4),
+        logging_steps=max(10, steps // 10),
+    )
+    teacher.to(resolve_device(cfg.device))  # the Trainer moves the student there; the teacher must follow
+    kl = distillation_loss(teacher, weight=config.distill_weight, temperature=config.temperature)
+
+    def extra(m: nn.Module, inputs: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
+        loss = kl(m, inputs, outputs)
+        return loss if method.loss is None else loss + method.loss(m, inputs, outputs)
+
+    wrapped = method.inject(model, method.config_cls())
+    trainable = count_trainable(wrapped)
+    with tempfile.TemporaryDirectory(prefix="compressor-distill-") as tmp:
+        result = train(
+            wrapped,
+            tokenizer,
+            cfg,
+            data=data,
+            eval_data=eval_data,
+            work_dir=Path(work_dir or tmp),
+            default_lr=method.default_lr,
+            extra_loss=extra,
+            find_unused_parameters=method.find_unused_parameters,
+            quiet=quiet,
+        )
+    merged = merge(wrapped, config.recover_method)
+    if merged is not model:
+        raise PruneError(f"recovery method `{config.recover_method}` did not merge back into the model in place")
+    model.__dict__.pop("peft_config", None)  # peft leaves it behind after merge_and_unload; a next round would warn
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    return result.metrics | {"steps": result.steps, "method": config.recover_method, "trainable": trainable}

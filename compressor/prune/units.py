@@ -1,0 +1,58 @@
+"""Which units go: the lowest-magnitude fraction of each layer, given counts per layer, or exactly a plan's."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from compressor.arch.surgery import drop_layers_, prune_ffn_, prune_heads_
+from compressor.sensitivity.config import AnalyseConfig
+from compressor.sensitivity.plan import Plan, check_plan_fits
+from compressor.sensitivity.scorers import score_magnitude
+
+
+def _magnitudes(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per layer, the `magnitude` scorer's value of each head and FFN neuron (mean |w| of its coupled group)."""
+    scores = score_magnitude(model, None, AnalyseConfig(scorer="magnitude"))
+    return scores.heads, scores.neurons
+
+
+def _top(scores: torch.Tensor, keep_n: int) -> list[int]:
+    return sorted(torch.argsort(scores, descending=True, stable=True)[:keep_n].tolist())
+
+
+def kept_count(n: int, fraction_removed: float) -> int:
+    """Units left of `n` when `fraction_removed` of them go (rounded down to whole units removed)."""
+    return n - int(math.floor(n * fraction_removed + 1e-9))
+
+
+def prune_by_fraction_(model: nn.Module, heads: float, ffn: float) -> None:
+    """Remove the lowest-magnitude `heads` fraction of heads and `ffn` fraction of neurons in every layer."""
+    head_scores, neuron_scores = _magnitudes(model)
+    prune_to_counts_(
+        model, [kept_count(len(s), heads) for s in head_scores], [kept_count(len(s), ffn) for s in neuron_scores]
+    )
+
+
+def prune_to_counts_(model: nn.Module, heads: list[int], neurons: list[int]) -> None:
+    """Keep the `heads[i]` heads and `neurons[i]` FFN neurons of largest magnitude in each layer i."""
+    head_scores, neuron_scores = _magnitudes(model)
+    for i, s in enumerate(head_scores):
+        if heads[i] < len(s):
+            prune_heads_(model, i, _top(s, heads[i]))
+    for i, s in enumerate(neuron_scores):
+        if neurons[i] < len(s):
+            prune_ffn_(model, i, _top(s, neurons[i]))
+
+
+def apply_plan_(model: nn.Module, plan: Plan) -> None:
+    """Prune `model` in place to exactly the units `plan` keeps (heads, FFN neurons, whole layers)."""
+    check_plan_fits(model, plan)
+    for entry in plan.layers:
+        if entry.dropped:
+            continue
+        prune_heads_(model, entry.index, entry.heads)
+        prune_ffn_(model, entry.index, entry.neurons)
+    drop_layers_(model, plan.kept_layers)

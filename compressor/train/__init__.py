@@ -1,0 +1,1 @@
+"""Training glue: `config` (TrainConfig, torch-free), `loop` (HF Trainer, evaluation), `distill` (losses)."""

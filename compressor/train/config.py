@@ -1,0 +1,68 @@
+"""The training settings (`TrainConfig`). Torch-free: the CLI builds its options from these fields."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from compressor.errors import ConfigError
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    kind: ClassVar[str] = "train"
+    version: ClassVar[int] = 1
+
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the training data."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: use epochs)."})
+    lr: float | None = field(default=None, metadata={"help": "Peak learning rate (default: the method's)."})
+    batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
+    eval_batch_size: int = field(default=128, metadata={"help": "Evaluation batch size per device."})
+    max_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
+    seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling and routing."})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "Share of steps with linear warm-up."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 mixed precision (GPU or recent CPU)."})
+    fp16: bool = field(default=False, metadata={"help": "float16 mixed precision (CUDA only)."})
+    save_steps: int = field(default=200, metadata={"help": "Checkpoint every N steps (for --resume)."})
+    logging_steps: int = field(default=50, metadata={"help": "Log the loss every N steps."})
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError(f"`epochs` must be positive (or set `max_steps`), got {self.epochs!r}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"`max_steps` must be a positive integer or -1, got {self.max_steps!r}")
+        if self.lr is not None and not (0 < self.lr < 1):
+            raise ConfigError(f"`lr` must be in (0, 1), got {self.lr!r}")
+        for name in ("batch_size", "eval_batch_size", "max_length", "save_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"`{name.replace('_', '-')}` must be a positive integer, got {getattr(self, name)!r}"
+                )
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.bf16 and self.fp16:
+            raise ConfigError("choose one of `bf16` and `fp16`, not both")
+        resolve_device(self.device)
+
+
+def is_main_process() -> bool:
+    """True except on the non-zero ranks of a distributed run (accelerate launch / torchrun set RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def resolve_device(device: str) -> str:
+    """`auto` → cuda if present else cpu; a clear error for a device that is not there."""
+    import torch  # here, not at the top: the CLI reads this config without the training stack
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device} was requested but no CUDA device is available; use --device cpu")
+        return device
+    raise ConfigError(f"`device` must be auto, cpu, cuda or cuda:N; got {device!r}")
