@@ -92,7 +92,7 @@ def plan_step(b: Bench, scorer: str, budget: str) -> StageRecord:
 
     def run(target: Path, resume: bool) -> dict[str, Any]:
         model, tokenizer = b.fresh()
-        report = analyse(model, tokenizer, acfg, data=b.train, out_dir=target)
+        report = analyse(model, acfg, tokenizer=tokenizer, data=b.train, out_dir=target)
         _, prune_seconds = _timed(apply_plan_, model, report.plan)
         accuracy, eval_seconds = _timed(_accuracy, model, tokenizer, b.val, cfg.seq_len)
         return {

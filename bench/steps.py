@@ -197,7 +197,7 @@ def plan_stage(
         acfg = AnalyseConfig(
             scorer=cfg.scorer, budget=f"flops={kept:.6f}", samples=cfg.plan_samples, seq_len=cfg.seq_len, seed=cfg.seed
         )
-        rep = analyse(model, tokenizer, acfg, data=data.train, out_dir=target)
+        rep = analyse(model, acfg, tokenizer=tokenizer, data=data.train, out_dir=target)
         return {
             "budget": acfg.budget,
             "flops_kept": kept,
@@ -313,8 +313,8 @@ def export_stage(
         stages = [{"stage": r.name, "config": r.config} for r in history]
         rep = export_onnx(
             model,
-            tokenizer,
             ecfg,
+            tokenizer=tokenizer,
             out_dir=target,
             eval_data=data.val,
             source={"model": cfg.model, "checkpoint": str(pruned.path)},

@@ -7,43 +7,29 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._options import LabelColOpt, PairColOpt, QuietOpt, TextColOpt
+from cli._options import Fields, QuietOpt, config_options
+from compressor.stages.context import DataSpec
+from exporters.measure import BenchmarkConfig
+
+DATA = Fields(
+    DataSpec,
+    include=("eval", "text_column", "text_pair_column", "label_column"),
+    rename=(("eval", "--data"),),
+    help=(("eval", "Labelled data: accuracy, and real sentences as inputs."),),
+)
 
 
+@config_options(config=BenchmarkConfig, data=DATA)
 def command(
     artifacts: Annotated[list[Path], typer.Argument(help="Artifact directories; the first is the reference.")],
-    data: Annotated[
-        Path | None, typer.Option("--data", "-d", help="Labelled data: accuracy, and real sentences as inputs.")
-    ] = None,
-    threads: Annotated[int, typer.Option(help="ONNX Runtime threads per session.")] = 2,
-    batch: Annotated[int, typer.Option(help="Examples per latency run.")] = 1,
-    seq_len: Annotated[int, typer.Option("--seq-len", help="Fixed sequence length (inputs padded/truncated).")] = 128,
-    real_lengths: Annotated[
-        bool, typer.Option("--real-lengths", help="Also time the data's real sentence lengths (needs --data).")
-    ] = False,
-    runs: Annotated[int, typer.Option(help="Timed runs per artifact, interleaved.")] = 50,
-    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs per artifact.")] = 10,
-    eval_batch_size: Annotated[
-        int,
-        typer.Option(
-            "--eval-batch-size",
-            help="Sentences per run in the accuracy pass (1 = the edge setting; dynamic int8 depends on padding).",
-        ),
-    ] = 1,
-    eval_rows: Annotated[
-        int | None, typer.Option("--eval-rows", help="Score accuracy on the first N rows only.")
-    ] = None,
-    no_verify: Annotated[
-        bool, typer.Option("--no-verify", help="Accept ONNX dirs without compressor.json (e.g. optimum exports).")
-    ] = False,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the report as JSON to this file (`-`: print it instead).")
     ] = None,
     plot_path: Annotated[Path | None, typer.Option("--plot", help="Write accuracy vs p50 latency as a PNG.")] = None,
-    text_column: TextColOpt = None,
-    text_pair_column: PairColOpt = None,
-    label_column: LabelColOpt = "label",
     quiet: QuietOpt = False,
+    *,
+    config: BenchmarkConfig,
+    data: DataSpec,
 ) -> None:
     """Benchmark ARTIFACTS interleaved in one process: p50/p90/p99 ms, throughput, size, accuracy, speed-up.
 
@@ -51,37 +37,20 @@ def command(
     """
     from cli._options import setup
 
-    setup(quiet)
+    setup(quiet or str(json_path) == "-")
     from compressor.errors import ConfigError
-    from exporters.measure import BenchmarkConfig, benchmark, plot
+    from compressor.stages.context import DataFiles
+    from exporters.measure import benchmark, plot
 
-    cfg = BenchmarkConfig(
-        threads=threads,
-        batch=batch,
-        seq_len=seq_len,
-        real_lengths=real_lengths,
-        runs=runs,
-        warmup=warmup,
-        eval_batch_size=eval_batch_size,
-        eval_rows=eval_rows,
-        verify=not no_verify,
-    )
-    if plot_path is not None and data is None:
+    if plot_path is not None and data.eval is None:
         raise ConfigError("--plot shows accuracy against latency: pass --data with labelled examples")
-    labelled = None
-    if data is not None:
-        from compressor.data import load_data
-
-        labelled = load_data(
-            data, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column
-        )
-    report = benchmark(artifacts, cfg, data=labelled)
+    report = benchmark(artifacts, config, data=DataFiles(data).eval())
     if json_path is not None and str(json_path) == "-":
         import json
 
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
-    _print_table(report)
+    print_table(report)
     if json_path is not None:
         report.write_json(json_path)
         typer.echo(f"report written to {json_path}")
@@ -90,7 +59,7 @@ def command(
         typer.echo(f"plot written to {plot_path}")
 
 
-def _print_table(report: Any) -> None:
+def print_table(report: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -31,8 +31,8 @@ def command(
 
     setup(quiet)
     from compressor.errors import ConfigError
-    from compressor.pipeline import run_pipeline
-    from compressor.report import final_table
+    from compressor.stages.report import final_table
+    from compressor.stages.runner import run_pipeline
 
     if not RECIPE.is_file():
         raise ConfigError(f"the demo recipe `{RECIPE}` is missing; reinstall compressor from its source tree")

@@ -23,8 +23,8 @@ SetOpt = Annotated[
         "--set",
         "-s",
         metavar="KEY=VALUE",
-        help="Override a recipe value before validation: KEY=VALUE, e.g. prune.heads=0.3, "
-        "finetune.train.lr=1e-4, model=DIR, data.train=FILE (repeatable).",
+        help="Override a recipe value before validation: STAGE.KEY=VALUE (a stage by its name), e.g. "
+        "prune.heads=0.3, finetune.train.lr=1e-4, model=DIR, data.train=FILE (repeatable).",
     ),
 ]
 
@@ -48,8 +48,8 @@ def command(
     from cli._options import emit, setup
 
     setup(quiet)
-    from compressor.pipeline import run_pipeline
-    from compressor.report import summarise_run
+    from compressor.stages.report import summarise_run
+    from compressor.stages.runner import run_pipeline
 
     result = run_pipeline(recipe, out, resume=resume, overrides=overrides, force=force, quiet=quiet)
     if as_json:
@@ -57,6 +57,7 @@ def command(
             {
                 "out": str(result.out_dir),
                 "artifact": None if result.artifact is None else str(result.artifact),
+                "artifacts": {name: str(path) for name, path in result.artifacts.items()},
                 "report": {"md": str(result.report_md), "html": str(result.report_html)},
                 "stages": [{"dir": s.dir.name, "status": s.status, **s.record} for s in result.stages],
             },

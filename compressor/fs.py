@@ -104,3 +104,49 @@ def file_sha256(path: Path) -> str:
 
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file, or of a directory's files (relative names and contents; hidden entries skipped)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+    )
+    for file in files:
+        h.update(file.relative_to(path).as_posix().encode() if file != path else b"")
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
+def out_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on writing `target` for the whole block (a `.NAME.lock` file beside it).
+
+    A second command writing the same --out at the same time gets a one-line error instead of silently replacing
+    the first one's result. The lock is released when the process ends, however it ends.
+    """
+    from filelock import FileLock, Timeout
+
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(parent / f".{target.resolve().name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise CompressorError(
+            f"`{target}` is being written by another compressor process; wait for it to finish or choose another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -62,6 +62,20 @@ def build_config(cls: type[C], values: dict[str, Any], *, source: str = "config"
         raise ConfigError(f"{source}: {err}") from None
 
 
+def build_strict(cls: type[C], values: dict[str, Any], source: str) -> C:
+    """`build_config` whose every message starts with `source` (a recipe entry, a saved file): unknown keys list
+    the allowed ones, and a config's own validation (which does not know where it was written) gets the prefix."""
+    allowed = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+    unknown = sorted(set(map(str, values)) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key `{unknown[0]}`; allowed: {', '.join(allowed) or '(none)'}")
+    try:
+        return build_config(cls, values, source=source)
+    except ConfigError as err:
+        message = str(err)
+        raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
+
+
 def parse_options(cls: type[C], options: list[str] | None, *, source: str = "--option") -> C:
     """Build a config from `["rank=16", "alpha=32"]` as typed on the command line."""
     values: dict[str, Any] = {}
@@ -170,6 +184,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
 
 
 def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return config_to_dict(value)["fields"]  # a nested config (a fine-tune's method options and training)
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, tuple):

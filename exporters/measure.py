@@ -158,12 +158,19 @@ def machine_info(threads: int) -> dict[str, Any]:
     }
 
 
-def benchmark(artifacts: list[Path], config: BenchmarkConfig, *, data: LabelledData | None = None) -> BenchmarkReport:
+def benchmark(
+    artifacts: list[Path],
+    config: BenchmarkConfig,
+    *,
+    data: LabelledData | None = None,
+    names: list[str] | None = None,
+) -> BenchmarkReport:
     """Load every artifact, time them interleaved, score accuracy on `data`, and compare with the first.
 
     Args:
         artifacts: artifact directories (or `.onnx` files); the first is the reference for the ratios.
         data: labelled data: real sentences for the latency inputs, and the accuracy pass.
+        names: what to call each artifact in the report (default: its directory name).
     """
     from exporters.runtime import Runtime
 
@@ -172,7 +179,9 @@ def benchmark(artifacts: list[Path], config: BenchmarkConfig, *, data: LabelledD
     if config.real_lengths and data is None:
         raise ConfigError("`real_lengths` needs labelled data: pass --data")
     runtimes = [Runtime(a, threads=config.threads, verify=config.verify) for a in artifacts]
-    names = _names([Path(a) for a in artifacts])
+    if names is not None and len(names) != len(artifacts):
+        raise ConfigError(f"got {len(names)} names for {len(artifacts)} artifacts")
+    names = names or _names([Path(a) for a in artifacts])
     texts = data.texts[:1000] if data is not None else [FILLER]
     pairs = data.text_pairs[:1000] if data is not None and data.text_pairs else None
 

@@ -1,21 +1,27 @@
-"""What every fine-tuning method provides, and the `METHODS` registry.
+"""What every fine-tuning method provides, the `METHODS` registry, and the pieces methods share.
 
 A method injects its modules into a loaded classifier, marks what trains, and later merges back into stock
-modules. Adapter parameters and buffers carry the method's prefix (`dsee_`, `pafi_`, `lora_` …), so choosing what
-is saved is a name filter: the trainable parameters plus the prefixed buffers (e.g. a sparse support).
+modules. Methods with hand-written adapter layers (DSEE, PaFi, HiWi, AdaMix) share `wrap_` (the guard against a
+second injection, freezing, the replacement loop, the trainable classifier) and `unwrap` (the merge loop: every
+layer folds itself with `merge_()`), so a method folder holds only what is specific to it. peft-based methods
+(LoRA, Pruning-Adapter) merge through peft. Adapter parameters and buffers carry the method's prefix (`dsee_`,
+`pafi_`, `lora_` …), so what a run saves is a name filter: the trainable parameters plus the prefixed buffers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
 
-from compressor.arch.parts import arch_of, get_module
+from compressor.arch.parts import arch_of, get_module, set_module
+from compressor.errors import MergeError, ModelError
 from compressor.registry import Registry
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class AdapterLayer(Protocol):
@@ -35,10 +41,11 @@ class Method:
     """One fine-tuning method.
 
     Attributes:
-        config_cls: its dataclass config (kind, version, validated fields with help).
+        config_cls: its dataclass config (kind = the method's name, version, validated fields with help).
         inject: `(model, cfg) -> model`: add adapters and set `requires_grad`; may return a wrapper (peft).
-        merge: `(model) -> model`: fold adapters into the weights; the result has stock modules only.
         prefix: name fragment of the method's parameters and buffers (what `adapter_state` saves).
+        layers: the method's hand-written adapter layer classes; merging unwraps them (`unwrap`).
+        merge: `(model) -> model` for a method without hand-written layers (peft's merge, or nothing to do).
         prepare: optional `(model, cfg, data, tokenizer) -> None`, a data-dependent structural step before
             `inject` (Pruning-Adapter removes heads here); its resulting structure is saved with the adapter.
         loss: optional `(model, inputs, outputs) -> Tensor` added to the task loss during training.
@@ -50,16 +57,62 @@ class Method:
 
     config_cls: type
     inject: Callable[[nn.Module, Any], nn.Module]
-    merge: Callable[[nn.Module], nn.Module]
     prefix: str
+    layers: tuple[type[nn.Module], ...] = ()
+    merge: Callable[[nn.Module], nn.Module] | None = None
     prepare: Callable[[nn.Module, Any, Any, Any], None] | None = None
     loss: Callable[[nn.Module, dict[str, torch.Tensor], Any], torch.Tensor] | None = None
     default_lr: float = 5e-5
     find_unused_parameters: bool = False
     stored: Callable[[nn.Module], dict[str, float]] | None = None
 
+    @property
+    def name(self) -> str:
+        return self.config_cls.kind
+
+    def merge_(self, model: nn.Module) -> nn.Module:
+        """Fold this method's adapters in `model` into its weights (a model without them is returned as it is)."""
+        if self.merge is not None:
+            return self.merge(model)
+        return unwrap(model, self.layers)
+
 
 METHODS: Registry[Method] = Registry("method")
+
+
+def wrap_(
+    model: nn.Module,
+    found: Iterable[tuple[str, M]],
+    make: Callable[[str, M], nn.Module],
+    *,
+    layers: tuple[type[nn.Module], ...],
+    what: str,
+) -> int:
+    """Freeze `model`, replace each found `(name, module)` by `make(name, module)`, let the classifier train.
+
+    Refuses a model that already holds one of `layers` (a second injection would stack adapters) and an empty
+    `found` (the targets do not exist in this model, e.g. every head was pruned). Returns how many were wrapped.
+    """
+    if any(isinstance(m, layers) for m in model.modules()):
+        raise ModelError(f"{what} is already injected into this model")
+    found = list(found)
+    if not found:
+        raise ModelError(f"{what} found nothing to adapt in this model (are the targets pruned away?)")
+    freeze_(model)
+    for name, module in found:
+        set_module(model, name, make(name, module))
+    unfreeze_classifier_(model)
+    return len(found)
+
+
+def unwrap(model: nn.Module, layers: tuple[type[nn.Module], ...]) -> nn.Module:
+    """Replace every adapter layer of the given classes by the stock module its `merge_()` returns."""
+    if not layers:
+        return model
+    for name, module in list(model.named_modules()):
+        if isinstance(module, layers):
+            set_module(model, name, module.merge_())
+    return model
 
 
 def freeze_(model: nn.Module) -> None:
@@ -91,8 +144,6 @@ def adapter_state(model: nn.Module, method: Method) -> dict[str, torch.Tensor]:
 
 def load_adapter_state_(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load a saved adapter state into an injected model; every saved key must exist with its shape."""
-    from compressor.errors import MergeError
-
     own = dict(model.named_parameters()) | dict(model.named_buffers())
     missing = [k for k in state if k not in own]
     if missing:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,11 @@ from compressor.prune.config import PruneConfig
 from compressor.prune.distill import distill_
 from compressor.prune.schedule import count_schedule, kept_fractions
 from compressor.prune.units import apply_plan_, prune_to_counts_
+from compressor.prune.vocab import model_bytes, prune_vocab_, unknown_rate, used_token_ids
+from compressor.train.loop import evaluate
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass
 class PruneReport:
@@ -31,6 +34,8 @@ class PruneReport:
     encoder_params_after: int
     recovery: dict[str, Any] = field(default_factory=dict)  # of the last step
     iterations: list[dict[str, Any]] = field(default_factory=list)  # per step when `iterations` > 1
+    vocab: dict[str, Any] | None = None  # what vocabulary pruning kept, and the bytes it saved
+    accuracy: float | None = None  # on `eval_data`, after everything
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -45,17 +50,20 @@ def prune_(
     tokenizer: Any = None,
     data: Any = None,
     eval_data: Any = None,
+    vocab_data: Any = None,
     work_dir: Path | None = None,
     quiet: bool = False,
 ) -> PruneReport:
-    """Remove the heads and FFN neurons the config asks for, in place; then recover if asked.
+    """Remove the heads and FFN neurons the config asks for, in place; then recover if asked; then keep only the
+    vocabulary `vocab_data` uses.
 
     With `config.iterations` = k > 1 the target is reached in k prune → recover rounds (see
     compressor/prune/schedule.py); the teacher is always the model as it was before the first round.
 
     Args:
         data: training sentences (LabelledData) for recovery, and for re-scoring a plan between rounds.
-        eval_data: validation data to report accuracy after recovery.
+        eval_data: validation data to report accuracy after everything.
+        vocab_data: texts (a LabelledData, labels not needed) whose token ids the embedding keeps.
         work_dir: where distillation keeps its checkpoints (default: a temporary directory).
     """
     params_before = sum(p.numel() for p in model.parameters())
@@ -112,6 +120,7 @@ def prune_(
         rounds.append(step)
         if k > 1:
             logger.info("round %d/%d: %s encoder parameters", t + 1, k, f"{step['encoder_params']:,}")
+    vocab = None if vocab_data is None else _prune_vocab_(model, tokenizer, config, vocab_data, eval_data)
     report = PruneReport(
         summary(structure_of(model)),
         params_before,
@@ -120,9 +129,29 @@ def prune_(
         sum(p.numel() for p in encoder_layers(model).parameters()),
         recovery,
         rounds if k > 1 else [],
+        vocab,
+        None if eval_data is None else evaluate(model, tokenizer, eval_data)["accuracy"],
     )
     logger.info("pruned: %s → %s parameters", f"{params_before:,}", f"{report.params_after:,}")
     return report
+
+
+def _prune_vocab_(model: nn.Module, tokenizer: Any, config: PruneConfig, texts: Any, eval_data: Any) -> dict[str, Any]:
+    """Keep the embedding rows of the token ids `texts` use; report sizes and the validation tokens that fall back."""
+    keep = used_token_ids(tokenizer, texts.texts, texts.text_pairs)
+    before = model_bytes(model)
+    report = prune_vocab_(model, keep, tokenizer.unk_token_id, fallback=config.vocab_fallback)
+    out = asdict(report) | {"model_bytes_before": before, "model_bytes_after": model_bytes(model)}
+    if eval_data is not None:
+        out["validation_unknown_rate"] = unknown_rate(tokenizer, keep, eval_data.texts, eval_data.text_pairs)
+    logger.info(
+        "vocabulary: kept %d of %d token ids; model %.1f MB → %.1f MB",
+        report.kept,
+        report.source_size,
+        before / 1e6,
+        out["model_bytes_after"] / 1e6,
+    )
+    return out
 
 
 def _round_dir(work_dir: Path | None, t: int, k: int) -> Path | None:

@@ -44,6 +44,13 @@ class PruneConfig:
         default="geometric",
         metadata={"help": f"How the kept share shrinks over `iterations`: {', '.join(SCHEDULES)}."},
     )
+    vocab: str | None = field(
+        default=None,
+        metadata={
+            "help": "Keep only the token ids this data uses (`train`: the training data, or a data file); the "
+            "tokenizer is unchanged and the exported graph remaps ids."
+        },
+    )
     vocab_fallback: str = field(
         default="unk",
         metadata={

@@ -36,7 +36,7 @@ def distill_(
     import tempfile
 
     import compressor.methods  # noqa: F401  (registers every method)
-    from compressor.merge import merge
+    from compressor.methods.api import merge
     from compressor.methods.base import METHODS, count_trainable
     from compressor.train.config import TrainConfig, resolve_device
     from compressor.train.distill import distillation_loss
@@ -74,7 +74,7 @@ def distill_(
             find_unused_parameters=method.find_unused_parameters,
             quiet=quiet,
         )
-    merged = merge(wrapped, config.recover_method)
+    merged = merge(wrapped)
     if merged is not model:
         raise PruneError(f"recovery method `{config.recover_method}` did not merge back into the model in place")
     model.__dict__.pop("peft_config", None)  # peft leaves it behind after merge_and_unload; a next round would warn

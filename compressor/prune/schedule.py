@@ -23,7 +23,6 @@ from compressor.prune.config import SCHEDULES
 logger = logging.getLogger(__name__)
 
 
-
 def kept_fractions(target: float, iterations: int, schedule: str) -> list[float]:
     """Share kept after each of `iterations` steps (of what there was before the first), ending at `target`."""
     if schedule not in SCHEDULES:
@@ -106,7 +105,7 @@ def rescore_step_(
         allow_layer_drop=bool(plan.dropped_layers),
         seed=seed,
     )
-    report = analyse(model, tokenizer, cfg, data=data)
+    report = analyse(model, cfg, tokenizer=tokenizer, data=data)
     apply_plan_(model, report.plan)
     after = _cost(model, target.metric, target.seq_len)
     logger.info(

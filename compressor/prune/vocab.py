@@ -48,8 +48,6 @@ def used_token_ids(
     return ids
 
 
-
-
 def prune_vocab_(model: nn.Module, keep_ids: Iterable[int], unk_id: int, *, fallback: str = "unk") -> VocabReport:
     """Keep the embedding rows of `keep_ids` (+ `unk_id`); remap every other id.
 

@@ -21,7 +21,7 @@ from compressor.sensitivity.latency import LatencyTable, latency_table
 from compressor.sensitivity.masks import make_batches
 from compressor.sensitivity.plan import Plan, fingerprint
 from compressor.sensitivity.scorers import SCORERS, Scores, run_scorer
-from compressor.sensitivity.view import save_heatmap, sensitivity_dict, table
+from compressor.sensitivity.view import save_heatmap, sensitivity_dict, table_rows
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +42,29 @@ class AnalyseReport:
     latency: LatencyTable | None = None
     paths: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    model: dict[str, Any] = field(default_factory=dict)  # the fingerprint of the model scored
+    num_heads: int = 0
 
-    def table(self) -> Any:
-        """A rich Table of the scores and the plan, for the terminal."""
-        return table(self.scores, self.shapes, self.plan)
+    def save(self, out_dir: Path) -> dict[str, Path]:
+        """Write sensitivity.json, heatmap.png, plan.json (with a budget) and the latency table into `out_dir`."""
+        names = {"sensitivity": SENSITIVITY_FILE, "heatmap": HEATMAP_FILE}
+        config = config_to_dict(self.config)
+        save_json(
+            out_dir / SENSITIVITY_FILE,
+            sensitivity_dict(self.scores, self.shapes, self.plan, config=config, model=self.model),
+        )
+        save_heatmap(out_dir / HEATMAP_FILE, self.scores, self.shapes, self.plan, num_heads=self.num_heads)
+        if self.plan is not None:
+            self.plan.save(out_dir / PLAN_FILE)
+            names["plan"] = PLAN_FILE
+        if self.latency is not None:
+            save_json(out_dir / LATENCY_FILE, self.latency.to_dict())
+            names["latency"] = LATENCY_FILE
+        return {key: out_dir / name for key, name in names.items()}
+
+    def table(self) -> dict[str, Any]:
+        """The per-layer table of the scores and the plan (title, headers, rows, caption)."""
+        return table_rows(self.scores, self.shapes, self.plan)
 
     def summary(self) -> dict[str, Any]:
         """What `compressor analyse --json` prints."""
@@ -70,19 +89,16 @@ class AnalyseReport:
 
 def analyse(
     model: nn.Module,
-    tokenizer: Any,
     config: AnalyseConfig,
     *,
+    tokenizer: Any = None,
     data: Any = None,
-    out_dir: Path | None = None,
     device: torch.device | str | None = None,
 ) -> AnalyseReport:
     """Score the model's heads, FFN neurons and tensors; turn the scores into a plan under the budget.
 
     Args:
         data: a LabelledData for every scorer but `magnitude`; `config.samples` examples are drawn with `seed`.
-        out_dir: when given, sensitivity.json, heatmap.png and plan.json are written there atomically (the whole
-            directory appears at once, replacing an existing one).
     """
     start = time.perf_counter()
     model = to_device(model, device)
@@ -121,8 +137,8 @@ def analyse(
             latency=latency,
         )
     report = AnalyseReport(config=config, scores=scores, shapes=shapes, plan=plan, latency=latency)
-    if out_dir is not None:
-        report.paths = _write(report, model, Path(out_dir))
+    report.model = fingerprint(model) | {"name_or_path": str(getattr(model.config, "_name_or_path", "") or "")}
+    report.num_heads = int(model.config.num_attention_heads)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -130,34 +146,3 @@ def analyse(
 def _max_tokens(model: nn.Module, seq_len: int) -> int:
     """Truncation length: `seq_len`, but never past the model's position embeddings."""
     return min(seq_len, int(getattr(model.config, "max_position_embeddings", seq_len)))
-
-
-def _write(report: AnalyseReport, model: nn.Module, out_dir: Path) -> dict[str, Path]:
-    from compressor.fs import atomic_dir
-
-    names = {"sensitivity": SENSITIVITY_FILE, "heatmap": HEATMAP_FILE}
-    with atomic_dir(out_dir) as tmp:
-        fp = fingerprint(model) | {"name_or_path": str(getattr(model.config, "_name_or_path", "") or "")}
-        save_json(
-            tmp / SENSITIVITY_FILE,
-            sensitivity_dict(
-                report.scores, report.shapes, report.plan, config=config_to_dict(report.config), model=fp
-            ),
-        )
-        save_heatmap(
-            tmp / HEATMAP_FILE,
-            report.scores,
-            report.shapes,
-            report.plan,
-            num_heads=int(model.config.num_attention_heads),
-        )
-        if report.plan is not None:
-            report.plan.save(tmp / PLAN_FILE)
-            names["plan"] = PLAN_FILE
-        if report.latency is not None:
-            save_json(tmp / LATENCY_FILE, report.latency.to_dict())
-            names["latency"] = LATENCY_FILE
-    paths = {key: out_dir / name for key, name in names.items()}
-    for key, path in paths.items():
-        logger.info("%s: %s", key, path)
-    return paths

@@ -13,6 +13,7 @@ from compressor.errors import ConfigError
 
 # The registered scorer names (compressor/sensitivity/__init__.py registers exactly these; a test checks it).
 SCORER_NAMES = ("fisher", "head-gradient", "magnitude", "taylor", "tensor-loss")
+DATA_FREE_SCORERS = ("magnitude",)  # the registered scorers whose `needs_data` is False (a test checks it)
 BUDGET_KEYS = {"params": "params", "flops": "flops", "latency-ms": "latency", "latency_ms": "latency"}
 BUDGET_HELP = (
     "exactly one of params=F (fraction of encoder parameters kept), flops=F (fraction of encoder FLOPs "
@@ -34,6 +35,11 @@ class Budget:
     def __str__(self) -> str:
         key = "latency-ms" if self.metric == "latency" else self.metric
         return f"{key}={self.value:.10g}"
+
+
+def needs_data(scorer: str) -> bool:
+    """Whether a scorer reads labelled examples (all but the data-free ones)."""
+    return scorer not in DATA_FREE_SCORERS
 
 
 def parse_budget(text: str) -> Budget:

@@ -300,7 +300,6 @@ SCORERS.register(
 SCORERS.register("magnitude", Scorer(score_magnitude, needs_data=False, help="mean |w| per unit (data-free)"))
 
 
-
 def needs_data(name: str) -> bool:
     return SCORERS.get(name).needs_data
 

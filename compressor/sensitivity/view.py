@@ -132,21 +132,14 @@ def save_heatmap(path: Path, scores: Scores, shapes: list[LayerShape], plan: Pla
     return path
 
 
-def table(scores: Scores, shapes: list[LayerShape], plan: Plan | None) -> Any:
-    """A rich Table: per layer, heads and FFN neurons kept, the least important heads, mean scores."""
-    from rich.table import Table
+def table_rows(scores: Scores, shapes: list[LayerShape], plan: Plan | None) -> dict[str, Any]:
+    """The per-layer table a person reads before committing to a plan: title, headers, rows, caption (JSON-able).
 
+    Per layer: heads and FFN neurons kept, the three least important heads (original ids), mean scores.
+    """
     title = f"Sensitivity ({scores.scorer})" + (f", plan {plan.budget.get('spec')}" if plan is not None else "")
-    out = Table(title=title, title_justify="left")
-    for name, justify in (
-        ("layer", "right"),
-        ("heads kept", "right"),
-        ("least important heads", "left"),
-        ("FFN kept", "right"),
-        ("head score", "right"),
-        ("neuron score", "right"),
-    ):
-        out.add_column(name, justify=justify)  # type: ignore[arg-type]
+    headers = ["layer", "heads kept", "least important heads", "FFN kept", "head score", "neuron score"]
+    rows = []
     for shape, h, n in zip(shapes, scores.heads, scores.neurons, strict=True):
         entry = plan.layers[shape.index] if plan is not None else None
         layer = f"{shape.index}" + (f" (src {shape.source})" if shape.source != shape.index else "")
@@ -160,14 +153,17 @@ def table(scores: Scores, shapes: list[LayerShape], plan: Plan | None) -> Any:
             heads_kept = f"{len(entry.heads)}/{shape.heads}"
             share = len(entry.neurons) / shape.neurons if shape.neurons else 0.0
             ffn_kept = f"{len(entry.neurons)}/{shape.neurons} ({share:.0%})"
-        out.add_row(
-            layer,
-            heads_kept,
-            least,
-            ffn_kept,
-            f"{float(h.mean()):.3g}" if len(h) else "-",
-            f"{float(n.mean()):.3g}" if len(n) else "-",
+        rows.append(
+            [
+                layer,
+                heads_kept,
+                least,
+                ffn_kept,
+                f"{float(h.mean()):.3g}" if len(h) else "-",
+                f"{float(n.mean()):.3g}" if len(n) else "-",
+            ]
         )
+    caption = ""
     if plan is not None:
         p, f = plan.predicted["params"], plan.predicted["flops"]
         caption = (
@@ -179,5 +175,4 @@ def table(scores: Scores, shapes: list[LayerShape], plan: Plan | None) -> Any:
             caption += f", latency {lat['after']:.2f}/{lat['before']:.2f} ms"
         if plan.dropped_layers:
             caption += f", dropped layers {plan.dropped_layers}"
-        out.caption = caption
-    return out
+    return {"title": title, "headers": headers, "rows": rows, "caption": caption}

@@ -53,8 +53,8 @@ def tokenize(data: LabelledData, tokenizer: Any, max_length: int) -> Any:
 def fit_length(model: nn.Module, max_length: int) -> int:
     """`max_length`, lowered to the model's position embeddings (longer inputs would not fit the model)."""
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if isinstance(limit, int) and max_length > limit:
-        logger.warning(
+    if isinstance(limit, int) and max_length > limit:  # the model's limit, not the user's mistake: info, not warning
+        logger.info(
             "max_length %d exceeds the model's %d positions; truncating inputs to %d", max_length, limit, limit
         )
         return limit

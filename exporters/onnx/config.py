@@ -30,12 +30,16 @@ class ExportConfig:
         default=None,
         metadata={
             "help": "Weights per output channel: true, false, or unset = per-tensor, per-channel where the gate "
-            "needs it (before any node is kept in fp32)."
+            "needs it (before any node is kept in fp32).",
+            "flag": "--per-channel/--per-tensor",
         },
     )
     reduce_range: bool | None = field(
         default=None,
-        metadata={"help": "7-bit weights (for x86 CPUs without VNNI); default: from --optimize-for, else this CPU."},
+        metadata={
+            "help": "7-bit weights (for x86 CPUs without VNNI); default: from --optimize-for, else this CPU.",
+            "flag": "--reduce-range/--no-reduce-range",
+        },
     )
     gate: float = field(
         default=0.99,
@@ -50,6 +54,10 @@ class ExportConfig:
         },
     )
     calibration_samples: int = field(default=200, metadata={"help": "Sentences used to calibrate static int8."})
+    calibration_data: str | None = field(
+        default=None,
+        metadata={"help": "Text to calibrate static int8 on (labels not needed; default: the training data)."},
+    )
     parity_atol: float | None = field(
         default=None, metadata={"help": "Max |Δlogit| of fp32 ONNX vs PyTorch; default: the architecture's (1e-4)."}
     )

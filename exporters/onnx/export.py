@@ -83,9 +83,9 @@ def torch_to_onnx(model: torch.nn.Module, tokenizer: Any, spec: ExportSpec, path
 
 def export_onnx(
     model: torch.nn.Module,
-    tokenizer: Any,
     config: ExportConfig,
     *,
+    tokenizer: Any,
     out_dir: Path,
     eval_data: Any | None = None,
     calibration_texts: list[str] | None = None,

@@ -25,6 +25,7 @@ class AdamixLinear(nn.Module):
         dropout: float,
         init_generator: torch.Generator,
         router: torch.Generator,
+        consistency: float = 0.0,
     ) -> None:
         super().__init__()
         self.base_layer = base_layer
@@ -39,6 +40,7 @@ class AdamixLinear(nn.Module):
         self.scaling = alpha / rank
         self.router = router  # shared by every AdamixLinear of the model: one seeded stream of draws
         self.last_expert: int | None = None
+        self.consistency = consistency  # weight of the consistency loss (read by adamix.method.consistency_loss)
 
     def adapter_params(self) -> list[nn.Parameter]:
         return [self.adamix_A, self.adamix_B]

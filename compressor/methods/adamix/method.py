@@ -9,53 +9,32 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from compressor.arch.parts import encoder_linears, set_module
-from compressor.errors import ModelError
+from compressor.arch.parts import encoder_linears
 from compressor.methods.adamix.config import AdamixConfig
 from compressor.methods.adamix.layers import AdamixLinear
-from compressor.methods.base import freeze_, unfreeze_classifier_
+from compressor.methods.base import wrap_
 
 logger = logging.getLogger(__name__)
-
-CONSISTENCY_ATTR = "adamix_consistency"  # model attribute: the loss weight chosen at inject time
 
 
 def inject_adamix(model: nn.Module, cfg: AdamixConfig) -> nn.Module:
     """Freeze the model and wrap every target projection in an `AdamixLinear`; experts, B and the head train."""
-    if any(isinstance(m, AdamixLinear) for m in model.modules()):
-        raise ModelError("AdaMix is already injected into this model")
-    linears = encoder_linears(model, cfg.targets)
-    if not linears:
-        raise ModelError(f"AdaMix found no projections for targets {cfg.targets}")
-    freeze_(model)
     init_generator = torch.Generator().manual_seed(cfg.seed)
     router = torch.Generator().manual_seed(cfg.seed)
-    for name, linear in linears:
-        set_module(
-            model,
-            name,
-            AdamixLinear(
-                linear,
-                experts=cfg.experts,
-                rank=cfg.rank,
-                alpha=cfg.alpha,
-                dropout=cfg.dropout,
-                init_generator=init_generator,
-                router=router,
-            ),
+
+    def make(name: str, linear: nn.Linear) -> AdamixLinear:
+        return AdamixLinear(
+            linear,
+            experts=cfg.experts,
+            rank=cfg.rank,
+            alpha=cfg.alpha,
+            dropout=cfg.dropout,
+            init_generator=init_generator,
+            router=router,
+            consistency=cfg.consistency,
         )
-    unfreeze_classifier_(model)
-    setattr(model, CONSISTENCY_ATTR, float(cfg.consistency))
-    return model
 
-
-def merge_adamix(model: nn.Module) -> nn.Module:
-    """Fold each mixture's averaged update (α/r)·B·mean(A_i) into its weight and drop the wrappers."""
-    for name, module in list(model.named_modules()):
-        if isinstance(module, AdamixLinear):
-            set_module(model, name, module.merge_())
-    if hasattr(model, CONSISTENCY_ATTR):
-        delattr(model, CONSISTENCY_ATTR)
+    wrap_(model, encoder_linears(model, cfg.targets), make, layers=(AdamixLinear,), what="AdaMix")
     return model
 
 
@@ -78,5 +57,5 @@ def consistency_loss(model: nn.Module, inputs: dict[str, torch.Tensor], outputs:
 
 
 def _consistency_weight(model: nn.Module) -> float:
-    inner = getattr(model, "module", model)  # under DDP the injected model is `model.module`
-    return float(getattr(inner, CONSISTENCY_ATTR, 0.0))
+    """The weight chosen at inject time (every mixture of a model carries the same one; 0 without AdaMix)."""
+    return next((float(m.consistency) for m in model.modules() if isinstance(m, AdamixLinear)), 0.0)

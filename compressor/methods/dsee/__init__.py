@@ -1,6 +1,6 @@
 """`dsee` (DSEE): low-rank plus sparse ΔW on q and v, the sparse support found data-free from W0.
 
-Public API: `DseeConfig`, `DseeLinear`, `inject_dsee`, `merge_dsee`, `find_support`/`decompose` (the support),
+Public API: `DseeConfig`, `DseeLinear`, `inject_dsee`, `find_support`/`decompose` (the support),
 and the optional post-training steps `dsee_head_scores` + `dsee_prune_heads_` (structured: remove the heads whose
 rows changed least) and `dsee_magnitude_prune_` (unstructured; also `unstructured_sparsity` in the config).
 """
@@ -18,7 +18,6 @@ from compressor.methods.dsee.method import (
     dsee_prune_heads_,
     find_support,
     inject_dsee,
-    merge_dsee,
 )
 
 __all__ = [
@@ -32,7 +31,6 @@ __all__ = [
     "dsee_prune_heads_",
     "find_support",
     "inject_dsee",
-    "merge_dsee",
 ]
 
 # Our default lr: only low-rank and sparse deltas train (DSEE's BERT-base runs used 2e-4 at batch 32; on MiniLM
@@ -42,7 +40,7 @@ METHODS.register(
     Method(
         config_cls=DseeConfig,
         inject=inject_dsee,
-        merge=merge_dsee,
+        layers=(DseeLinear,),
         prefix="dsee_",
         default_lr=2e-3,  # measured best of bench/methods.py's grid (8,000 SST-2 rows, 1 epoch): docs/benchmarks.md
     ),

@@ -20,12 +20,12 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from compressor.arch.parts import arch_of, encoder_layers, encoder_linears, head_size, set_module
+from compressor.arch.parts import arch_of, encoder_layers, encoder_linears, head_size
 from compressor.arch.structure import ensure_structure, structure_of
 from compressor.arch.surgery import prune_heads_
 from compressor.arch.table import LINEAR_ROLES
-from compressor.errors import ModelError, PruneError
-from compressor.methods.base import freeze_, unfreeze_classifier_
+from compressor.errors import PruneError
+from compressor.methods.base import wrap_
 from compressor.methods.dsee.config import DseeConfig
 from compressor.methods.dsee.layers import DseeLinear
 
@@ -110,36 +110,24 @@ def find_support(weight: torch.Tensor, cfg: DseeConfig, generator: torch.Generat
 
 def inject_dsee(model: nn.Module, cfg: DseeConfig) -> nn.Module:
     """Freeze the model, wrap each target projection in a `DseeLinear`; A, B, S and the classifier train."""
-    if any(isinstance(m, DseeLinear) for m in model.modules()):
-        raise ModelError("DSEE is already injected into this model")
     linears = encoder_linears(model, cfg.targets)
-    if not linears:
-        raise ModelError(f"DSEE found no encoder projections for targets {cfg.targets}")
-    if cfg.unstructured_sparsity > 0:
+    if cfg.unstructured_sparsity > 0 and linears:
         others = [r for r in LINEAR_ROLES if r not in cfg.targets]
         zeroed = dsee_magnitude_prune_(model, cfg.unstructured_sparsity, others)
         logger.info("DSEE: zeroed %s smallest-|w| entries of %s", f"{zeroed:,}", ", ".join(others))
-    freeze_(model)
     generator = torch.Generator().manual_seed(cfg.seed)
-    for name, linear in linears:
-        index = find_support(linear.weight, cfg, generator)
-        set_module(model, name, DseeLinear(linear, cfg.rank, cfg.scale, index, generator))
-    unfreeze_classifier_(model)
+
+    def make(name: str, linear: nn.Linear) -> DseeLinear:
+        return DseeLinear(linear, cfg.rank, cfg.scale, find_support(linear.weight, cfg, generator), generator)
+
+    count = wrap_(model, linears, make, layers=(DseeLinear,), what="DSEE")
     logger.info(
         "DSEE: %d projections adapted (rank %d, %d sparse entries each, support `%s`)",
-        len(linears),
+        count,
         cfg.rank,
         cfg.support_size,
         cfg.support,
     )
-    return model
-
-
-def merge_dsee(model: nn.Module) -> nn.Module:
-    """W ← W0 + s·(B·A + S⊙M) in every adapted projection; the wrappers go, the same model object returns."""
-    for name, module in list(model.named_modules()):
-        if isinstance(module, DseeLinear):
-            set_module(model, name, module.merge_())
     return model
 
 
@@ -224,7 +212,7 @@ def dsee_prune_heads_(model: nn.Module, scores: list[torch.Tensor], k: int | Non
     Returns the original ids of the heads each layer keeps. Retrain afterwards (e.g. inject DSEE again).
     """
     if any(isinstance(m, DseeLinear) for m in model.modules()):
-        raise PruneError("merge the DSEE adapters first (merge_dsee); take dsee_head_scores before merging")
+        raise PruneError("merge the DSEE adapters first (`merge`); take dsee_head_scores before merging")
     structure = ensure_structure(model)
     if k is None:
         k = default_heads_to_prune(structure["source_heads"])

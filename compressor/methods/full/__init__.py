@@ -22,6 +22,4 @@ def inject_full(model: nn.Module, cfg: FullConfig) -> nn.Module:
     return model
 
 
-METHODS.register(
-    "full", Method(config_cls=FullConfig, inject=inject_full, merge=lambda m: m, prefix="", default_lr=5e-5)
-)
+METHODS.register("full", Method(config_cls=FullConfig, inject=inject_full, prefix="", default_lr=5e-5))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from compressor.methods.base import METHODS, Method
 from compressor.methods.hiwi.config import HiwiConfig
 from compressor.methods.hiwi.layers import HiwiAdapter, HiwiLayerNorm, HiwiLinear, HiwiParams
-from compressor.methods.hiwi.method import StoredDelta, delta_state, inject_hiwi, merge_hiwi, stored_delta
+from compressor.methods.hiwi.method import StoredDelta, delta_state, inject_hiwi, stored_delta
 
 __all__ = [
     "HiwiAdapter",
@@ -16,7 +16,6 @@ __all__ = [
     "StoredDelta",
     "delta_state",
     "inject_hiwi",
-    "merge_hiwi",
     "stored_delta",
 ]
 
@@ -28,7 +27,7 @@ METHODS.register(
     Method(
         config_cls=HiwiConfig,
         inject=inject_hiwi,
-        merge=merge_hiwi,
+        layers=(HiwiParams,),
         prefix="hiwi_",
         default_lr=3e-3,  # bench/methods.py (8,000 SST-2 rows, 1 epoch, 3 seeds): docs/benchmarks.md
         stored=lambda model: stored_delta(model).metrics(),

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compressor.arch.parts import encoder_modules, set_module
+from compressor.arch.parts import encoder_modules
 from compressor.errors import ModelError
-from compressor.methods.base import freeze_, unfreeze_classifier_
+from compressor.methods.base import wrap_
 from compressor.methods.hiwi.config import TARGETS, HiwiConfig
 from compressor.methods.hiwi.layers import WRAPPERS, HiwiAdapter, HiwiParams
 
@@ -19,23 +19,20 @@ logger = logging.getLogger(__name__)
 
 def inject_hiwi(model: nn.Module, cfg: HiwiConfig) -> nn.Module:
     """Freeze the model and give every targeted FFN tensor its own adapter; the adapters and the head train."""
-    if any(isinstance(m, HiwiParams) for m in model.modules()):
-        raise ModelError("HiWi is already injected into this model")
-    freeze_(model)
     generator = torch.Generator().manual_seed(cfg.seed)
     wanted: dict[str, list[str]] = {}  # role → ["weight", "bias"] in config order
     for target in cfg.targets:
         role, tensor = TARGETS[target]
         wanted.setdefault(role, []).append(tensor)
     found = [  # each role's module is of one kind; that kind picks the wrapper
-        (name, module, tensors, wrapper)
+        (name, (module, tensors, wrapper))
         for role, tensors in wanted.items()
         for kind, wrapper in WRAPPERS.items()
         for name, module in encoder_modules(model, [role], kind)
     ]
-    if not found:
-        raise ModelError("HiWi found no FFN parameters to adapt (is every FFN neuron pruned?)")
-    for name, module, tensors, wrapper in found:
+
+    def make(name: str, found: tuple[nn.Module, list[str], type[HiwiParams]]) -> HiwiParams:
+        module, tensors, wrapper = found
         adapters = {}
         for tensor in tensors:
             param = getattr(module, tensor)
@@ -49,17 +46,10 @@ def inject_hiwi(model: nn.Module, cfg: HiwiConfig) -> nn.Module:
                 device=param.device,
                 dtype=param.dtype,
             )
-        set_module(model, name, wrapper(module, adapters.get("weight"), adapters.get("bias")))
-    unfreeze_classifier_(model)
-    logger.info("HiWi: adapters on %s of %d FFN modules", "+".join(cfg.targets), len(found))
-    return model
+        return wrapper(module, adapters.get("weight"), adapters.get("bias"))
 
-
-def merge_hiwi(model: nn.Module) -> nn.Module:
-    """Replace each adapted P by P' = P + g(P) and drop the adapters."""
-    for name, module in list(model.named_modules()):
-        if isinstance(module, HiwiParams):
-            set_module(model, name, module.merge_())
+    count = wrap_(model, found, make, layers=(HiwiParams,), what="HiWi")
+    logger.info("HiWi: adapters on %s of %d FFN modules", "+".join(cfg.targets), count)
     return model
 
 

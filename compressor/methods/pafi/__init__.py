@@ -5,9 +5,9 @@ from __future__ import annotations
 from compressor.methods.base import METHODS, Method
 from compressor.methods.pafi.config import PafiConfig
 from compressor.methods.pafi.layers import PafiLinear
-from compressor.methods.pafi.method import inject_pafi, masked_entries, merge_pafi, select_mask, stored_bytes
+from compressor.methods.pafi.method import inject_pafi, masked_entries, select_mask, stored_bytes
 
-__all__ = ["PafiConfig", "PafiLinear", "inject_pafi", "masked_entries", "merge_pafi", "select_mask", "stored_bytes"]
+__all__ = ["PafiConfig", "PafiLinear", "inject_pafi", "masked_entries", "select_mask", "stored_bytes"]
 
 # Our default lr: a 0.24 % sparse update of the smallest-magnitude weights needs a much larger step than full
 # fine-tuning. Measured here (MiniLM, 8,000 SST-2 rows, 1 epoch, batch 32): lr 5e-4 → 51.6 % (did not learn),
@@ -17,7 +17,7 @@ METHODS.register(
     Method(
         config_cls=PafiConfig,
         inject=inject_pafi,
-        merge=merge_pafi,
+        layers=(PafiLinear,),
         prefix="pafi_",
         default_lr=1e-2,
         stored=lambda model: {"stored_bytes": stored_bytes(model), "masked_entries": masked_entries(model)},

@@ -7,9 +7,9 @@ import logging
 import torch
 from torch import nn
 
-from compressor.arch.parts import encoder_linears, set_module
+from compressor.arch.parts import encoder_linears
 from compressor.errors import ModelError
-from compressor.methods.base import freeze_, unfreeze_classifier_
+from compressor.methods.base import wrap_
 from compressor.methods.pafi.config import PafiConfig
 from compressor.methods.pafi.layers import PafiLinear
 
@@ -43,29 +43,15 @@ def select_mask(model: nn.Module, cfg: PafiConfig) -> dict[str, torch.Tensor]:
 
 def inject_pafi(model: nn.Module, cfg: PafiConfig) -> nn.Module:
     """Freeze the model, wrap every matrix holding masked entries in a `PafiLinear`, train those and the head."""
-    if any(isinstance(m, PafiLinear) for m in model.modules()):
-        raise ModelError("PaFi is already injected into this model")
     masks = select_mask(model, cfg)
-    freeze_(model)
-    for name, indices in masks.items():
-        if indices.numel():
-            set_module(model, name, PafiLinear(model.get_submodule(name), indices))
-    unfreeze_classifier_(model)
-    k = sum(int(i.numel()) for i in masks.values())
+    chosen = [(name, model.get_submodule(name)) for name, indices in masks.items() if indices.numel()]
+    wrap_(model, chosen, lambda name, linear: PafiLinear(linear, masks[name]), layers=(PafiLinear,), what="PaFi")
     logger.info(
         "PaFi: %s entries train in %d of %d matrices",
-        f"{k:,}",
-        sum(bool(i.numel()) for i in masks.values()),
+        f"{sum(int(i.numel()) for i in masks.values()):,}",
+        len(chosen),
         len(masks),
     )
-    return model
-
-
-def merge_pafi(model: nn.Module) -> nn.Module:
-    """Write every sparse delta into its weight and drop the wrappers (no new modules, no new latency)."""
-    for name, module in list(model.named_modules()):
-        if isinstance(module, PafiLinear):
-            set_module(model, name, module.merge_())
     return model
 
 

@@ -91,8 +91,8 @@ def test_iterative_plan_rescores_each_round_and_meets_its_budget(tmp_path: Path)
     model = tiny_model(3)
     analysed = analyse(
         copy.deepcopy(model),
-        tok,
         AnalyseConfig(scorer="magnitude", budget="params=0.5"),
+        tokenizer=tok,
         out_dir=tmp_path / "analysis",
     )
     target = analysed.plan.predicted["params"]["after"]

@@ -16,7 +16,7 @@ from tests.models import tiny_model
 def test_analyse_writes_report_heatmap_and_plan(tokenizer, data, out: Path) -> None:  # noqa: ANN001
     model = tiny_model(num_hidden_layers=3)
     config = AnalyseConfig(scorer="taylor", samples=16, batch_size=8, budget="flops=0.5", min_heads=0)
-    report = analyse(model, tokenizer, config, data=data, out_dir=out)
+    report = analyse(model, config, tokenizer=tokenizer, data=data, out_dir=out)
     assert set(report.paths) == {"sensitivity", "heatmap", "plan"}
     assert sorted(p.name for p in out.iterdir()) == ["heatmap.png", "plan.json", "sensitivity.json"]
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -34,14 +34,14 @@ def test_analyse_writes_report_heatmap_and_plan(tokenizer, data, out: Path) -> N
 
 
 def test_analyse_without_budget_or_data(tokenizer, out: Path) -> None:  # noqa: ANN001
-    report = analyse(tiny_model(), tokenizer, AnalyseConfig(scorer="magnitude", budget="none"), out_dir=out)
+    report = analyse(tiny_model(), AnalyseConfig(scorer="magnitude", budget="none"), tokenizer=tokenizer, out_dir=out)
     assert report.plan is None and not (out / "plan.json").exists() and (out / "heatmap.png").is_file()
     with pytest.raises(ConfigError, match="needs labelled data"):
-        analyse(tiny_model(), tokenizer, AnalyseConfig(scorer="fisher"))
+        analyse(tiny_model(), AnalyseConfig(scorer="fisher"), tokenizer=tokenizer)
 
 
 def test_failed_analysis_leaves_no_partial_output(tokenizer, data, out: Path) -> None:  # noqa: ANN001
     config = AnalyseConfig(scorer="magnitude", budget="params=0.05", min_heads=4)
     with pytest.raises(ConfigError, match="per-layer minimum"):
-        analyse(tiny_model(), tokenizer, config, data=data, out_dir=out)
+        analyse(tiny_model(), config, tokenizer=tokenizer, data=data, out_dir=out)
     assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))

@@ -47,7 +47,7 @@ def test_optimize_for_is_recorded_and_sets_reduce_range(tokenizer, out_dir) -> N
     from tests.models import tiny_model
 
     config = fast_config(fuse="off", reduce_range=None, optimize_for="avx2")
-    report = export_onnx(tiny_model(), tokenizer, config, out_dir=out_dir)
+    report = export_onnx(tiny_model(), config, tokenizer=tokenizer, out_dir=out_dir)
     assert report.manifest["quantization"]["reduce_range"] is True
     assert report.manifest["quantization"]["optimize_for"] == "avx2"
     assert report.manifest["target"]["optimize_for"] == "avx2"

@@ -42,7 +42,7 @@ def fp32_artifact(tmp_path_factory, tokenizer):
     model = tiny_model(1)
     model.train()  # the verb must export in eval mode and hand the model back as it was
     out = tmp_path_factory.mktemp("fp32") / "artifact"
-    report = export_onnx(model, tokenizer, fast_config(quantize="none", fuse="off"), out_dir=out)
+    report = export_onnx(model, fast_config(quantize="none", fuse="off"), tokenizer=tokenizer, out_dir=out)
     training_after = model.training
     model.eval()
     return model, report, training_after
@@ -112,7 +112,7 @@ def test_pruned_model_exports_with_parity_and_complete_fusion(tokenizer, out_dir
     model = _pruned_model()
     keep = tokenizer.convert_tokens_to_ids(["[PAD]", "[CLS]", "[SEP]", "a", "great", "movie", "i", "hated"])
     prune_vocab_(model, keep, tokenizer.unk_token_id)  # a pruned vocabulary: other words map to [UNK]'s row
-    report = export_onnx(model, tokenizer, fast_config(quantize="none", fuse="on"), out_dir=out_dir)
+    report = export_onnx(model, fast_config(quantize="none", fuse="on"), tokenizer=tokenizer, out_dir=out_dir)
     assert report.fusion_choice == "fused"
     assert list(report.manifest["fusion"]["timings_ms_by_threads"]) == ["2"]  # one candidate: timed at --threads only
     np.testing.assert_allclose(
@@ -131,7 +131,7 @@ def test_parity_failure_raises_with_the_measured_value_and_leaves_no_directory(
     real = validate_module.torch_logits
     monkeypatch.setattr(validate_module, "torch_logits", lambda model, feeds: real(model, feeds) + 0.25)
     with pytest.raises(ParityError, match=r"max \|Δlogit\| = 0\.25"):
-        export_onnx(tiny_model(), tokenizer, fast_config(quantize="none", fuse="off"), out_dir=out_dir)
+        export_onnx(tiny_model(), fast_config(quantize="none", fuse="off"), tokenizer=tokenizer, out_dir=out_dir)
     assert not out_dir.exists()
     assert os.listdir(out_dir.parent) == []  # no temporary sibling left either
 
@@ -141,7 +141,7 @@ def test_failed_export_keeps_the_previous_artifact(tokenizer, out_dir, monkeypat
     (out_dir / "previous.txt").write_text("kept")
     monkeypatch.setattr(validate_module, "max_abs_diff", lambda a, b: 1.0)
     with pytest.raises(ParityError):
-        export_onnx(tiny_model(), tokenizer, fast_config(quantize="none", fuse="off"), out_dir=out_dir)
+        export_onnx(tiny_model(), fast_config(quantize="none", fuse="off"), tokenizer=tokenizer, out_dir=out_dir)
     assert [p.name for p in out_dir.iterdir()] == ["previous.txt"]
 
 
@@ -162,7 +162,7 @@ def test_choose_graph_keeps_fusion_only_when_faster_at_every_thread_count(p50_by
 
 def test_auto_fusion_times_both_graphs_and_keeps_the_faster(tokenizer, sentences, out_dir) -> None:
     report = export_onnx(
-        tiny_model(), tokenizer, fast_config(fuse="auto"), out_dir=out_dir, calibration_texts=sentences
+        tiny_model(), fast_config(fuse="auto"), tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences
     )
     fusion = report.manifest["fusion"]
     assert set(fusion["timings_ms"]) == {"plain", "fused"}
@@ -182,7 +182,7 @@ def test_labelled_eval_data_gives_accuracy(tokenizer, tmp_path, out_dir) -> None
     from tests.models import write_tiny_data
 
     data = load_data(write_tiny_data(tmp_path / "eval.tsv", 20))
-    report = export_onnx(tiny_model(), tokenizer, fast_config(fuse="off"), out_dir=out_dir, eval_data=data)
+    report = export_onnx(tiny_model(), fast_config(fuse="off"), tokenizer=tokenizer, out_dir=out_dir, eval_data=data)
     accuracy = read_manifest(out_dir)["accuracy"]
     assert accuracy["samples"] == 20 and 0.0 <= accuracy["final"] <= 1.0
     assert report.accuracy == accuracy
@@ -192,13 +192,13 @@ def test_not_enough_disk_space_fails_before_any_work(tokenizer, out_dir, monkeyp
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(export_module.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
     with pytest.raises(ExportError, match="MB free"):
-        export_onnx(tiny_model(), tokenizer, fast_config(), out_dir=out_dir)
+        export_onnx(tiny_model(), fast_config(), tokenizer=tokenizer, out_dir=out_dir)
     assert not out_dir.exists()
 
 
 def test_max_length_beyond_the_models_positions_is_a_config_error(tokenizer, out_dir) -> None:
     with pytest.raises(ConfigError, match="max_length"):
-        export_onnx(tiny_model(), tokenizer, fast_config(max_length=128), out_dir=out_dir)
+        export_onnx(tiny_model(), fast_config(max_length=128), tokenizer=tokenizer, out_dir=out_dir)
 
 
 def test_gate_accuracy_is_what_the_runtime_measures_one_sentence_at_a_time(tokenizer, tmp_path, out_dir) -> None:
@@ -212,6 +212,6 @@ def test_gate_accuracy_is_what_the_runtime_measures_one_sentence_at_a_time(token
     data = load_data(write_tiny_data(tmp_path / "eval.tsv", 24))
     config = fast_config(fuse="off", gate=0.5)
     assert config.eval_batch == 1
-    report = export_onnx(tiny_model(), tokenizer, config, out_dir=out_dir, eval_data=data)
+    report = export_onnx(tiny_model(), config, tokenizer=tokenizer, out_dir=out_dir, eval_data=data)
     assert report.accuracy is not None and report.accuracy["samples"] == 24
     assert evaluate(Runtime(out_dir, threads=1), data) == pytest.approx(report.accuracy["final"])

@@ -72,5 +72,5 @@ def test_strict_export_fails_when_fusion_breaks(tokenizer, tmp_path: Path, monke
     # fusion that silently does nothing, as after an exporter change that breaks ORT's patterns
     monkeypatch.setattr(optimize_module, "fuse_graph", lambda src, dst, spec: shutil.copyfile(src, dst))
     with pytest.raises(ExportError, match="fusion is incomplete"):
-        export_onnx(tiny_model(), tokenizer, fast_config(fuse="on", strict=True), out_dir=tmp_path / "a")
+        export_onnx(tiny_model(), fast_config(fuse="on", strict=True), tokenizer=tokenizer, out_dir=tmp_path / "a")
     assert not (tmp_path / "a").exists()

@@ -32,7 +32,7 @@ def _outlier_model() -> torch.nn.Module:
 
 def test_gate_keeps_the_outlier_node_in_fp32_until_predictions_agree(tokenizer, sentences, out_dir) -> None:
     config = fast_config(fuse="off", gate=0.9, per_channel=False)  # per-tensor only: exclusion must do the work
-    report = export_onnx(_outlier_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    report = export_onnx(_outlier_model(), config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences)
     gate = report.manifest["quantization"]["gate"]
     assert gate["initial_agreement"] < 0.9 <= gate["agreement"] == report.agreement
     assert [t["per_channel"] for t in gate["tried"]] == [False]
@@ -46,7 +46,7 @@ def test_gate_keeps_the_outlier_node_in_fp32_until_predictions_agree(tokenizer, 
 
 def test_unset_per_channel_is_tried_before_excluding_nodes(tokenizer, sentences, out_dir) -> None:
     config = fast_config(fuse="off", gate=0.9)  # per_channel unset: per-tensor first, per-channel if the gate needs it
-    report = export_onnx(_outlier_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    report = export_onnx(_outlier_model(), config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences)
     quant = report.manifest["quantization"]
     tried = quant["gate"]["tried"]
     assert [t["per_channel"] for t in tried] == [False, True]
@@ -71,13 +71,15 @@ def test_excluding_a_gemm_keeps_it_fp32(tokenizer, tmp_path: Path) -> None:
 def test_unreachable_gate_is_an_error(tokenizer, sentences, out_dir, monkeypatch) -> None:
     monkeypatch.setattr(quantize_module, "agreement", lambda reference, logits: 0.5)
     with pytest.raises(ExportError, match="below the gate 0.99"):
-        export_onnx(tiny_model(), tokenizer, fast_config(fuse="off"), out_dir=out_dir, calibration_texts=sentences)
+        export_onnx(
+            tiny_model(), fast_config(fuse="off"), tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences
+        )
     assert not out_dir.exists()
 
 
 def test_static_int8_runs_with_calibration(tokenizer, sentences, out_dir) -> None:
     config = fast_config(quantize="static", fuse="off", per_channel=True)
-    report = export_onnx(tiny_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    report = export_onnx(tiny_model(), config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences)
     quantization = report.manifest["quantization"]
     assert quantization["format"] == "QDQ" and quantization["per_channel"] is True
     assert quantization["gate"]["passed"] and quantization["gate"]["quantized_nodes"] > 0
@@ -87,7 +89,7 @@ def test_static_int8_runs_with_calibration(tokenizer, sentences, out_dir) -> Non
 
 def test_static_int8_quantizes_a_fused_graph(tokenizer, sentences, out_dir) -> None:
     config = fast_config(quantize="static", fuse="on")
-    report = export_onnx(tiny_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    report = export_onnx(tiny_model(), config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences)
     assert report.fusion_choice == "fused"
     ops = [n.op_type for n in onnx.load(str(out_dir / "model.onnx")).graph.node]
     assert "Attention" in ops and "DequantizeLinear" in ops
@@ -122,7 +124,7 @@ def test_gate_keeps_nodes_cumulatively_when_no_single_node_helps(tokenizer, sent
     monkeypatch.setattr(quantize_module, "quantize_graph", recording_quantize)
     monkeypatch.setattr(quantize_module, "agreement", lambda reference, logits: 1.0 if len(excluded[-1]) >= 2 else 0.5)
     config = fast_config(fuse="off", per_channel=False)
-    report = export_onnx(tiny_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    report = export_onnx(tiny_model(), config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences)
     assert len(report.excluded_nodes) == 2
     assert report.agreement == 1.0
 
@@ -148,14 +150,14 @@ def test_excluded_weights_go_int8_only_while_the_gate_holds(tokenizer, sentences
     monkeypatch.setattr(quantize_module, "quantize_graph", recording_quantize)
     monkeypatch.setattr(quantize_module, "agreement", fake_agreement)
     config = fast_config(fuse="off", per_channel=False)
-    report = export_onnx(_outlier_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    report = export_onnx(_outlier_model(), config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences)
     gate = report.manifest["quantization"]["gate"]
     assert gate["excluded_nodes"] and gate["excluded_nodes_int8_weights"] == [] and report.agreement == 1.0
     inits = {i.name for i in onnx.load(str(out_dir / "model.onnx")).graph.initializer}
     assert not any(name.endswith("_int8") for name in inits)  # the excluded weights stayed fp32
 
     monkeypatch.setattr(quantize_module, "agreement", lambda reference, logits: 0.5 if state["excluded"] == 0 else 1.0)
-    report = export_onnx(_outlier_model(), tokenizer, config, out_dir=out_dir, calibration_texts=sentences)
+    report = export_onnx(_outlier_model(), config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences)
     gate = report.manifest["quantization"]["gate"]
     assert gate["excluded_nodes_int8_weights"] == gate["excluded_nodes"][:1]  # stored int8 when the gate holds
     inits = {i.name for i in onnx.load(str(out_dir / "model.onnx")).graph.initializer}

@@ -60,7 +60,7 @@ def test_export_records_dense_and_stored_sizes_and_the_runtime_loads_it(tokenize
 
     out = tmp_path / "artifact"
     model = _mostly_zero_model()
-    report = export_onnx(model, tokenizer, fast_config(quantize="none", fuse="off"), out_dir=out)
+    report = export_onnx(model, fast_config(quantize="none", fuse="off"), tokenizer=tokenizer, out_dir=out)
     record = report.manifest["sparse"]
     assert record["stored_bytes"] < record["dense_bytes"]
     assert record["model_bytes"] == (out / "model.onnx").stat().st_size < record["model_bytes_dense"]

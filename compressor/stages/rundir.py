@@ -1,9 +1,11 @@
 """A run directory: numbered stage directories, each with stage.json first and a DONE marker last.
 
+    DIR/run.json             written first: marks DIR as a run (only such a directory is resumed), then the
+                             stage directories of the last run, in order, and what each one did
+    DIR/recipe.json          the resolved recipe (every default filled in)
     DIR/NN-name/stage.json   the stage's resolved config, its hash and its inputs' hashes (written first)
-    DIR/NN-name/<output>/    what the stage's verb wrote (`adapter/`, `model/`, `artifact/`, `analysis/`, …)
-    DIR/NN-name/DONE         seconds, the output's content hash and a summary (written last)
-    DIR/run.json             the stage directories of the last run, in order, and what each one did
+    DIR/NN-name/<output>/    what the stage wrote (`adapter/`, `model/`, `artifact/`, `analysis/`, …)
+    DIR/NN-name/DONE         seconds, the output's content hash and the stage's summary (written last)
 
 `Run.begin` decides per stage: skip it (DONE, same config hash, same input hashes, nothing before it reran),
 resume it (interrupted with the same config and inputs: its own checkpoints are still valid) or start it afresh.
@@ -21,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, ConfigError
+from compressor.fs import content_hash
 from compressor.schema import load_json, save_json
 
 logger = logging.getLogger(__name__)
@@ -30,14 +33,7 @@ DONE = "DONE"
 STAGE_FILE = "stage.json"
 RECIPE_FILE = "recipe.json"
 RUN_FILE = "run.json"
-OUTPUT = {
-    "analyse": "analysis",
-    "finetune": "adapter",
-    "merge": "model",
-    "prune": "model",
-    "export": "artifact",
-    "benchmark": "benchmark",
-}
+RUN_KIND = "compressor-run"
 STAGE_DIR = re.compile(r"^\d{2}-[a-z0-9-]+$")
 
 
@@ -47,7 +43,8 @@ class StageRun:
 
     dir: Path
     name: str
-    kind: str
+    key: str
+    output: str
     config_hash: str
     inputs: dict[str, str]
     status: str = "ran"
@@ -56,7 +53,7 @@ class StageRun:
 
     @property
     def out(self) -> Path:
-        return self.dir / OUTPUT[self.kind]
+        return self.dir / self.output
 
     @property
     def done(self) -> bool:
@@ -71,29 +68,14 @@ class StageRun:
         return self.record.get("summary", {})
 
 
-def content_hash(path: Path) -> str:
-    """sha256 of a file, or of a directory's files (relative names and contents; hidden entries skipped)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = (
-        [path]
-        if path.is_file()
-        else sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-    )
-    for file in files:
-        h.update(file.relative_to(path).as_posix().encode() if file != path else b"")
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` was started by `compressor run` (its run.json says so)."""
+    marker = read_json(Path(path) / RUN_FILE)
+    return marker is not None and marker.get("kind") == RUN_KIND
 
 
 class Run:
@@ -106,6 +88,30 @@ class Run:
         self.stages: list[StageRun] = []
         self._hashes: dict[str, str] = {}
 
+    @classmethod
+    def open(cls, out_dir: Path, *, resume: bool, force: bool, recipe_name: str) -> Run:
+        """Start (or, with `resume`, continue) the run in `out_dir`; refuses to touch a folder that is not a run."""
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ConfigError(f"--out `{out_dir}` is a file; pass a directory path")
+        used = out_dir.is_dir() and any(out_dir.iterdir())
+        if resume and used and not is_run_dir(out_dir):
+            raise ConfigError(
+                f"--out `{out_dir}` is not a run directory (it has no {RUN_FILE} from `compressor run`); --resume "
+                "continues a run: pass that run's --out, or drop --resume and choose a new directory"
+            )
+        if not resume and used:
+            if not force:
+                raise ConfigError(
+                    f"--out `{out_dir}` exists and is not empty; pass --resume to continue that run, --force to "
+                    "replace it, or choose another path"
+                )
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        run = cls(out_dir, resume=resume)
+        run.write_index(recipe_name)  # the marker goes first: from now on this is a run directory
+        return run
+
     def external(self, path: str | Path) -> str:
         """Content hash of an input that lives outside the run (the model, a data file), computed once."""
         if str(path) == "minilm":
@@ -117,15 +123,15 @@ class Run:
             self._hashes[key] = content_hash(Path(path))
         return self._hashes[key]
 
-    def begin(self, name: str, kind: str, config: dict[str, Any], inputs: dict[str, str]) -> StageRun:
+    def begin(self, name: str, key: str, output: str, config: dict[str, Any], inputs: dict[str, str]) -> StageRun:
         """Open stage `NN-name`: skipped when done with the same config and inputs, else (re)started."""
         stage_dir = self.dir / f"{len(self.stages) + 1:02d}-{name}"
-        stage = StageRun(stage_dir, name, kind, config_hash(config), dict(inputs))
+        stage = StageRun(stage_dir, name, key, output, config_hash(config), dict(inputs))
         self.stages.append(stage)
-        saved = _read_json(stage_dir / STAGE_FILE)
+        saved = read_json(stage_dir / STAGE_FILE)
         same = saved is not None and saved.get("config_hash") == stage.config_hash and saved.get("inputs") == inputs
         if self.resume and not self.rerun and same and (stage_dir / DONE).is_file():
-            done = _read_json(stage_dir / DONE)
+            done = read_json(stage_dir / DONE)
             if done is not None and "output_hash" in done:
                 stage.status, stage.record = "skipped", done
                 logger.info("stage %s: done and unchanged, skipped", stage_dir.name)
@@ -142,7 +148,7 @@ class Run:
         (stage_dir / DONE).unlink(missing_ok=True)
         save_json(
             stage_dir / STAGE_FILE,
-            {"stage": name, "kind": kind, "config": config, "config_hash": stage.config_hash, "inputs": inputs},
+            {"stage": name, "key": key, "config": config, "config_hash": stage.config_hash, "inputs": inputs},
         )
         stage.started = time.perf_counter()
         return stage
@@ -151,7 +157,7 @@ class Run:
         """Write the completion marker, last: seconds, the output's hash and the stage's summary."""
         stage.record = {
             "stage": stage.name,
-            "kind": stage.kind,
+            "key": stage.key,
             "seconds": round(time.perf_counter() - stage.started, 2),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "output_hash": content_hash(stage.out),
@@ -160,32 +166,34 @@ class Run:
         save_json(stage.dir / DONE, stage.record)
         logger.info("stage %s: done in %.1f s", stage.dir.name, stage.record["seconds"])
 
-    def write_index(self, recipe_name: str) -> None:
-        """run.json: the stage directories of this run in order; stale stage directories are removed."""
-        names = {s.dir.name for s in self.stages}
-        for path in self.dir.iterdir():
-            stale = STAGE_DIR.match(path.name) and path.name not in names and (path / STAGE_FILE).is_file()
-            if path.is_dir() and stale:
-                logger.info("removing %s (not a stage of this recipe)", path.name)
-                shutil.rmtree(path)
+    def write_index(self, recipe_name: str, *, prune_stale: bool = False) -> None:
+        """run.json: the stage directories of this run in order; with `prune_stale`, stage directories this recipe no
+        longer has are removed (only directories the tool wrote: `NN-name/` holding a stage.json)."""
+        if prune_stale:
+            names = {s.dir.name for s in self.stages}
+            for path in self.dir.iterdir():
+                stale = STAGE_DIR.match(path.name) and path.name not in names and (path / STAGE_FILE).is_file()
+                if path.is_dir() and stale:
+                    logger.info("removing %s (not a stage of this recipe)", path.name)
+                    shutil.rmtree(path)
         save_json(
             self.dir / RUN_FILE,
             {
-                "kind": "compressor-run",
+                "kind": RUN_KIND,
                 "recipe": recipe_name,
                 "stages": [
-                    {"dir": s.dir.name, "stage": s.name, "kind": s.kind, "status": s.status} for s in self.stages
+                    {"dir": s.dir.name, "stage": s.name, "key": s.key, "status": s.status} for s in self.stages
                 ],
             },
         )
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     """A run file's JSON, or None when it is missing or unreadable (an interrupted write)."""
     if not path.is_file():
         return None
     try:
-        data = load_json(path, what="stage file")
+        data = load_json(path, what="run file")
     except CompressorError:  # a damaged marker means "not done": the stage runs again
         return None
     return data if isinstance(data, dict) else None

@@ -1,7 +1,7 @@
 """The text layer of recipes: YAML 1.2 scalars, the key names, and `--set stage.key=value` overrides.
 
-Kept apart from the dataclass tree (`compressor.recipe`) so that both read top to bottom: this module turns text
-into raw Python data; `compressor.recipe` validates raw data into dataclasses.
+Kept apart from the validation (`compressor.stages.recipe`) so that both read top to bottom: this module turns
+text into raw Python data; `compressor.stages.recipe` validates raw data against the stage registry.
 """
 
 from __future__ import annotations
@@ -9,19 +9,17 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 
 from compressor.errors import ConfigError
 
-VERSION = 1
-STAGES = ("analyse", "finetune", "merge", "prune", "export", "benchmark")
-BASELINES = ("fp32", "int8")
+VERSION = 2  # 2: stages may repeat under a `name`; the benchmark's dense baselines are explicit export stages
 TOP_KEYS = ("version", "name", "description", "model", "data", "stages")
-# Keys whose values are paths: relative to the recipe file in YAML, relative to the working directory in --set.
-PATH_KEYS = ("model", "data.train", "data.eval", "prune.plan")
-PLAN_FROM_ANALYSE = "analyse"
+# Top-level values that are paths: relative to the recipe file in YAML, relative to the working directory in --set.
+TOP_PATH_KEYS = ("model", "data.train", "data.eval")
 
 
 # --- YAML ---------------------------------------------------------------------------------------------------------
@@ -72,8 +70,15 @@ def parse_yaml(text: str, *, source: str) -> Any:
 # --- overrides ----------------------------------------------------------------------------------------------------
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set `key.path=value` items (values typed as YAML) in a raw recipe; paths resolve from the working dir."""
+def apply_overrides(
+    raw: dict[str, Any], overrides: list[str], path_keys: Callable[[str], dict[str, tuple[str, ...]]]
+) -> dict[str, Any]:
+    """Set `key.path=value` items (values typed as YAML) in a raw recipe; paths resolve from the working directory.
+
+    Args:
+        path_keys: for a stage key (`prune`), its path-valued settings and the words they also take
+            (`{"plan": ("analyse",)}`), from the stage registry.
+    """
     raw = copy.deepcopy(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -81,11 +86,16 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if not sep or not key:
             raise ConfigError(f"--set: expected KEY=VALUE (e.g. prune.heads=0.3); got {item!r}")
         value = parse_yaml(text, source=f"--set {key}") if text.strip() else None
-        if key in PATH_KEYS and isinstance(value, str) and value not in ("minilm", PLAN_FROM_ANALYSE):
-            value = os.path.abspath(value)
         head, *rest = key.split(".")
-        if head in STAGES:
+        if key in TOP_PATH_KEYS and isinstance(value, str) and value != "minilm":
+            value = os.path.abspath(value)
+        names = stage_names(raw)
+        if head in names:
             target = _stage_mapping(raw, head, key)
+            stage_key = names[head]
+            words = path_keys(stage_key).get(rest[0]) if len(rest) == 1 else None
+            if words is not None and isinstance(value, str) and value not in words:
+                value = os.path.abspath(value)
         elif head == "data":
             if not isinstance(raw.get("data") or {}, dict):
                 raise ConfigError(f"--set {key}: recipe key `data` is not a mapping")
@@ -98,7 +108,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         else:
             raise ConfigError(
                 f"--set {key}: unknown key `{head}`; allowed: {', '.join(k for k in TOP_KEYS if k != 'stages')}, "
-                f"or a stage: {', '.join(STAGES)}"
+                f"or a stage of the recipe: {', '.join(names) or '(none)'}"
             )
         if not rest:
             raise ConfigError(f"--set {key}: name a key inside `{head}`, e.g. {head}.KEY=VALUE")
@@ -112,22 +122,32 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def _stage_mapping(raw: dict[str, Any], name: str, key: str) -> dict[str, Any]:
-    """The settings mapping of stage `name` in a raw recipe (created for a bare `- merge`)."""
+def stage_names(raw: dict[str, Any]) -> dict[str, str]:
+    """Name → stage key of every well-formed entry of a raw recipe's `stages` (a name defaults to the key)."""
+    names: dict[str, str] = {}
     stages = raw.get("stages")
-    names = []
     for i, entry in enumerate(stages if isinstance(stages, list) else []):
-        entry_name, body = stage_entry(entry, i, "--set")
-        names.append(entry_name)
+        key, body = stage_entry(entry, i, "--set")
+        name = body.get("name", key) if isinstance(body, dict) else key
+        names.setdefault(str(name), key)
+    return names
+
+
+def _stage_mapping(raw: dict[str, Any], name: str, key: str) -> dict[str, Any]:
+    """The settings mapping of the stage called `name` in a raw recipe (created for a bare `- merge`)."""
+    stages = raw["stages"]
+    for i, entry in enumerate(stages):
+        entry_key, body = stage_entry(entry, i, "--set")
+        entry_name = body.get("name", entry_key) if isinstance(body, dict) else entry_key
         if entry_name != name:
             continue
         if body is None:
-            body = stages[i] = {name: {}}
-            body = body[name]
+            stages[i] = {entry_key: {}}
+            body = stages[i][entry_key]
         if not isinstance(body, dict):
             raise ConfigError(f"--set {key}: stage `{name}` is not a mapping")
         return body
-    raise ConfigError(f"--set {key}: the recipe has no `{name}` stage; its stages: {', '.join(names) or '(none)'}")
+    raise ConfigError(f"--set {key}: the recipe has no stage `{name}`")
 
 
 def stage_entry(entry: Any, index: int, source: str) -> tuple[str, Any]:
