@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
 
 import typer
@@ -28,7 +29,19 @@ app = typer.Typer(
 )
 
 # The full list, in pipeline order: each module defines `command`.
-COMMANDS = ("analyse", "finetune", "merge", "prune", "export", "benchmark", "predict", "inspect", "run", "demo")
+COMMANDS = (
+    "analyse",
+    "finetune",
+    "merge",
+    "prune",
+    "export",
+    "benchmark",
+    "compare",
+    "predict",
+    "inspect",
+    "run",
+    "demo",
+)
 for _name in COMMANDS:
     _module = importlib.import_module(f"cli.{_name}")
     app.command(_name, cls=getattr(_module, "command_cls", None))(_module.command)
@@ -61,11 +74,34 @@ def configure_logging(quiet: bool) -> None:
 
 
 INTERRUPTED = "Interrupted: no partial output was left; rerun (with --resume where offered) to continue."
+# Installed by the `train` extra; a command that needs one of them says how to install it instead of a traceback.
+TRAINING_STACK = ("torch", "transformers", "datasets", "onnx", "optimum", "peft", "accelerate", "safetensors")
+
+
+TERMINATED = "Terminated: no partial output was left; rerun (with --resume where offered) to continue."
+_signals: list[int] = []  # SIGTERM received: the interrupt below came from it, not from Ctrl-C
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (what `timeout`, docker and systemd send) unwinds like Ctrl-C, so partial output is removed."""
+    _signals.append(signum)
+    raise KeyboardInterrupt
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in TRAINING_STACK or os.environ.get("COMPRESSOR_DEBUG") == "1":
+            raise
+        typer.secho(
+            f"Error: this command needs the training stack (`{err.name}` is not installed); install it with "
+            "pip install 'compressor[train]'",
+            fg="red",
+            err=True,
+        )
+        raise SystemExit(1) from None
     except CompressorError as err:
         if os.environ.get("COMPRESSOR_DEBUG") == "1":
             raise
@@ -73,12 +109,18 @@ def main() -> None:
         typer.secho(f"Error: {message}", fg="red", err=True)
         raise SystemExit(err.exit_code) from None
     except KeyboardInterrupt:
-        typer.secho(INTERRUPTED, fg="red", err=True)
-        raise SystemExit(130) from None
+        _interrupted()
     except SystemExit as exc:
         if exc.code == 130:  # Typer turns Ctrl-C inside a command into a silent exit 130: say what it means
-            typer.secho(INTERRUPTED, fg="red", err=True)
+            _interrupted()
         raise
+
+
+def _interrupted() -> None:
+    """The message and exit code of an interrupted command: 130 after Ctrl-C, 143 after SIGTERM."""
+    terminated = bool(_signals)
+    typer.secho(TERMINATED if terminated else INTERRUPTED, fg="red", err=True)
+    raise SystemExit(143 if terminated else 130) from None
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from compressor.arch.table import ARCHS
 from compressor.errors import ModelError
+from compressor.fs import file_sha256
+
+if TYPE_CHECKING:  # torch only for annotations: reading a checkpoint's config needs no training stack
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +185,4 @@ def save_model(model: nn.Module, tokenizer: Any, out_dir: Path) -> None:
 
 def model_fingerprint(path: Path) -> str:
     """A short content hash of a checkpoint's weights file (for manifests and resume)."""
-    from compressor.fs import file_sha256
-
     return file_sha256(path / WEIGHTS_NAME if path.is_dir() else path)[:16]

@@ -1,98 +1,407 @@
 """Labelled text data from local files: csv, tsv, jsonl, parquet, or a `datasets` directory (`save_to_disk`).
 
-Everything ends up as a `datasets.Dataset` with the columns `text`, optionally `text_pair`, and `label` (int),
-plus the label map. Bad input raises a `DataError` naming the file and the column.
+csv, tsv and jsonl are read with the standard library only, so the edge install (numpy, onnxruntime, tokenizers,
+typer, rich) can score them; parquet needs pyarrow and `save_to_disk` directories need `datasets`, both imported
+only when such a file is read. Rows are kept as plain lists: `texts`, optional `text_pairs`, integer `labels` and the
+label map. Bad input raises a one-line `DataError` naming the file, the line (or row) and the fix.
+
+Formats:
+    tsv: GLUE-style, tab-separated, no quoting (sentences contain quotes), so a tab cannot appear inside a text.
+    csv: comma-separated with standard quoting (RFC 4180: quote fields holding commas, quotes or line breaks,
+        double the quotes inside them); an unclosed quote or text after a closing quote is an error.
+    jsonl: one JSON object per line; blank lines are skipped.
+    All text files are UTF-8 (a byte-order mark is accepted). Every row of a csv/tsv file has as many fields as the
+    header; blank lines are skipped. Texts must be strings; numbers (jsonl, parquet) are converted with `str()`
+    (3 → "3", 0.5 → "0.5"), as the pandas reader did; null, booleans, lists and objects are errors. Labels may be
+    strings or numbers (1.0 is the label "1"); null, empty, boolean and non-finite labels are errors.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+import json
 import logging
+import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compressor.errors import DataError
+from compressor.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 TEXT_CANDIDATES = ("text", "sentence", "sentence1", "content", "review")
+EMPTY_LABELS = ("", "nan", "None")  # how pandas spelled a missing value; kept so old files fail the same way
+_INT = re.compile(r"-?[0-9]+")  # ASCII only: str.isdigit() accepts "²", which int() rejects
+_NATURAL = re.compile(r"[0-9]+")
+
+
+class _Missing:
+    """A key absent from a jsonl object (distinct from an explicit null)."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Any = _Missing()
 
 
 @dataclass
 class LabelledData:
-    """A labelled dataset with columns `text`, [`text_pair`], `label` (int ids into `id2label`)."""
+    """A labelled dataset: `texts`, [`text_pairs`], `labels` (int ids into `id2label`; -1 when unlabelled)."""
 
-    dataset: Any  # datasets.Dataset
+    texts: list[str]
+    labels: list[int]
     id2label: dict[int, str]
     path: Path
+    text_pairs: list[str] | None = None
     columns: dict[str, str | None] = field(default_factory=dict)
-
-    @property
-    def texts(self) -> list[str]:
-        return list(self.dataset["text"])
-
-    @property
-    def text_pairs(self) -> list[str] | None:
-        return list(self.dataset["text_pair"]) if "text_pair" in self.dataset.column_names else None
-
-    @property
-    def labels(self) -> list[int]:
-        return list(self.dataset["label"])
+    _dataset: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_labels(self) -> int:
         return len(self.id2label)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.texts)
+
+    def _take(self, indices: Sequence[int]) -> LabelledData:
+        pairs = None if self.text_pairs is None else [self.text_pairs[i] for i in indices]
+        texts, labels = [self.texts[i] for i in indices], [self.labels[i] for i in indices]
+        return LabelledData(texts, labels, self.id2label, self.path, pairs, self.columns)
 
     def head(self, n: int | None) -> LabelledData:
         """The first `n` rows (all when `n` is None or larger)."""
-        if n is None or n >= len(self.dataset):
+        if n is None or n >= len(self):
             return self
-        return LabelledData(self.dataset.select(range(n)), self.id2label, self.path, self.columns)
+        return self._take(range(max(n, 0)))
 
     def sample(self, n: int | None, seed: int = 0) -> LabelledData:
-        """`n` rows drawn without replacement with a fixed seed (all rows when `n` is None or larger)."""
-        if n is None or n >= len(self.dataset):
+        """`n` rows drawn without replacement with a fixed seed (all rows when `n` is None or larger).
+
+        The rows and their order are those of `datasets.Dataset.shuffle(seed=seed).select(range(n))`, which this
+        replaced (runs recorded before keep their samples): the first `n` of `default_rng(seed).permutation(len)`.
+        """
+        if n is None or n >= len(self):
             return self
-        return LabelledData(self.dataset.shuffle(seed=seed).select(range(n)), self.id2label, self.path, self.columns)
+        import numpy as np
+
+        order = np.random.default_rng(seed).permutation(len(self))[: max(n, 0)]
+        return self._take([int(i) for i in order])
+
+    def to_dataset(self) -> Any:
+        """A `datasets.Dataset` with the columns `text`, [`text_pair`], `label` (int64); needs `datasets`."""
+        try:
+            import datasets
+        except ImportError:
+            raise DataError(
+                f"data file `{self.path}`: this step needs the `datasets` library; install it (pip install datasets)"
+            ) from None
+        columns: dict[str, list[Any]] = {"text": self.texts}
+        features = {"text": datasets.Value("string")}
+        if self.text_pairs is not None:
+            columns["text_pair"] = self.text_pairs
+            features["text_pair"] = datasets.Value("string")
+        columns["label"] = self.labels
+        features["label"] = datasets.Value("int64")
+        return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+
+    @property
+    def dataset(self) -> Any:
+        """`to_dataset()`, built once (callers read it several times)."""
+        if self._dataset is None:
+            self._dataset = self.to_dataset()
+        return self._dataset
 
 
-def _read_frame(path: Path) -> Any:
-    import pandas as pd
+@dataclass
+class _Table:
+    """Columns read from a file: name → values (MISSING where a jsonl object lacks the key)."""
 
-    if path.is_dir():
-        return None
-    suffix = path.suffix.lower()
-    fmt = FORMATS.get(suffix)
-    if fmt is None:
-        raise DataError(
-            f"data file `{path}` has an unknown format `{suffix or '(no extension)'}`; "
-            f"use one of {', '.join(sorted(FORMATS))} or a `save_to_disk` directory"
-        )
-    if path.stat().st_size == 0:
-        raise DataError(f"data file `{path}` is empty; it needs a header row and at least one example")
+    fmt: str
+    columns: dict[str, list[Any]]
+    rows: int
+    lines: list[int] | None  # the line each row starts on; None for parquet and datasets (rows only)
+
+    def head(self, n: int) -> _Table:
+        lines = None if self.lines is None else self.lines[:n]
+        return _Table(self.fmt, {k: v[:n] for k, v in self.columns.items()}, min(n, self.rows), lines)
+
+    def where(self, i: int) -> str:
+        """`row 3 (line 4)`: the row counts examples, the line is where it is in the file."""
+        return f"row {i + 1}" + ("" if self.lines is None else f" (line {self.lines[i]})")
+
+
+def _show(value: object, limit: int = 40) -> str:
+    """A file's value inside a one-line message: control characters escaped, long values cut."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _names(columns: Sequence[str]) -> str:
+    return ", ".join(_show(c) for c in columns) if columns else "(none)"
+
+
+def _parse_error(path: Path, fmt: str, detail: str) -> DataError:
+    return DataError(
+        f"data file `{path}` cannot be parsed as {fmt} ({detail}); fix the file or give it the extension of its "
+        "real format"
+    )
+
+
+def _decode(path: Path, fmt: str) -> str:
+    """The file as text; undecodable bytes are an error naming their line and byte offset."""
     try:
-        if fmt == "tsv":
-            # GLUE-style TSV: no quoting (sentences contain quotes)
-            return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, encoding="utf-8", keep_default_na=False)
-        if fmt == "csv":
-            return pd.read_csv(path, encoding="utf-8", keep_default_na=False)
-        if fmt == "jsonl":
-            return pd.read_json(path, lines=True, encoding="utf-8")
-        return pd.read_parquet(path)
-    except UnicodeDecodeError as err:
-        raise DataError(f"data file `{path}` is not UTF-8 text (byte {err.start}); re-encode it as UTF-8") from None
-    except (ValueError, pd.errors.ParserError) as err:
-        raise DataError(
-            f"data file `{path}` cannot be parsed as {fmt} ({str(err).splitlines()[0][:200]}); fix the file or give "
-            "it the extension of its real format"
-        ) from None
-    except (OSError, ImportError) as err:
+        raw = path.read_bytes()
+    except OSError as err:
         raise DataError(f"data file `{path}` cannot be read: {err}") from None
+    start = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[start:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = start + err.start
+        before = raw[start:offset].decode("utf-8")  # valid up to the first bad byte
+        # the same line breaks the reader counts: jsonl splits on \n only, csv on \n, \r and \r\n
+        line = before.count("\n") + 1
+        if fmt != "jsonl":
+            line += before.count("\r") - before.count("\r\n")
+        raise DataError(
+            f"data file `{path}` is not UTF-8 text (line {line}, byte {offset}: {raw[offset : offset + 1]!r}); "
+            "re-encode it as UTF-8"
+        ) from None
+
+
+def _field_count_error(path: Path, fmt: str, line: int, got: int, header: list[str]) -> DataError:
+    more = got > len(header)
+    if fmt == "tsv":
+        fix = (
+            "a tab inside the text splits it: replace tabs in the text with spaces (TSV has no quoting) or use csv"
+            if more
+            else "separate the columns with one tab, or remove the line"
+        )
+    else:
+        fix = (
+            'quote text that contains commas ("a, b") or remove the extra commas'
+            if more
+            else 'fill in every column (quote text that contains commas or line breaks: "a, b")'
+        )
+    plural = "" if got == 1 else "s"
+    return DataError(
+        f"data file `{path}` line {line} has {got} field{plural} but the header has {len(header)} "
+        f"({_names(header)}); {fix}"
+    )
+
+
+def _csv_hint(message: str) -> str:
+    if "expected after" in message:
+        return (
+            ": text after a closing quote; a field that starts with a quote must be quoted whole, with inner quotes "
+            'doubled ("say ""hi"" now")'
+        )
+    if "unexpected end of data" in message:
+        return ": a quote is opened here and never closed"
+    if "field larger than field limit" in message:
+        return ": a field is too long (an unclosed quote, or a text over 131072 characters)"
+    return ""
+
+
+def _read_delimited(path: Path, fmt: str) -> _Table:
+    text = _decode(path, fmt)
+    if fmt == "tsv":  # GLUE-style: no quoting (sentences contain quotes)
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:  # strict: an unclosed quote is an error, not a field that swallows the rest of the file
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    start = 1  # the line the next record starts on (a quoted csv field may span lines)
+    try:
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if not row:  # a blank line
+                continue
+            if header is None:
+                seen = set()
+                for name in row:
+                    if name in seen:
+                        raise DataError(
+                            f"data file `{path}` line {line}: the header has two columns named `{_show(name)}`; "
+                            "rename one of them"
+                        )
+                    seen.add(name)
+                header = row
+            elif len(row) != len(header):
+                raise _field_count_error(path, fmt, line, len(row), header)
+            else:
+                rows.append(row)
+                lines.append(line)
+    except csv.Error as err:
+        raise _parse_error(path, fmt, f"line {start}: {err}{_csv_hint(str(err))}") from None
+    if header is None:
+        raise DataError(
+            f"data file `{path}` is empty (blank lines only); it needs a header row and at least one example"
+        )
+    if not rows:
+        raise DataError(f"data file `{path}` has a header but no rows; it needs at least one example")
+    return _Table(fmt, {name: [row[j] for row in rows] for j, name in enumerate(header)}, len(rows), lines)
+
+
+def _read_jsonl(path: Path) -> _Table:
+    text = _decode(path, "jsonl")
+    columns: dict[str, list[Any]] = {}
+    lines: list[int] = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip(" \t\r"):  # JSON whitespace only
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise _parse_error(path, "jsonl", f"line {number}, column {err.colno}: {err.msg}") from None
+        except (ValueError, RecursionError) as err:  # integers over 4300 digits, deep nesting
+            raise _parse_error(path, "jsonl", f"line {number}: {str(err).splitlines()[0][:120]}") from None
+        if not isinstance(obj, dict):
+            kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+                type(obj), "a number"
+            )
+            raise DataError(
+                f"data file `{path}` line {number} is {kind}, not a JSON object; write one object per line, "
+                'like {"text": "...", "label": 1}'
+            )
+        for key in obj:
+            if key not in columns:
+                columns[key] = [MISSING] * len(lines)
+        for key, values in columns.items():
+            values.append(obj.get(key, MISSING))
+        lines.append(number)
+    if not lines:
+        raise DataError(f"data file `{path}` is empty (blank lines only); it needs one JSON object per example")
+    return _Table("jsonl", columns, len(lines), lines)
+
+
+def _unique(path: Path, names: Sequence[str]) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"data file `{path}` has two columns named `{_show(name)}`; rename one of them")
+        seen.add(name)
+
+
+def _read_parquet(path: Path) -> _Table:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(
+            f"data file `{path}` is parquet, which needs pyarrow; install it (pip install pyarrow) or convert the "
+            "file to csv, tsv or jsonl"
+        ) from None
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise _parse_error(path, "parquet", str(err).splitlines()[0][:200]) from None
+    _unique(path, table.column_names)
+    columns = {name: table.column(i).to_pylist() for i, name in enumerate(table.column_names)}
+    return _Table("parquet", columns, table.num_rows, None)
+
+
+def _read_saved(path: Path) -> _Table:
+    # A `save_to_disk` directory has state.json (one split) or dataset_dict.json (several): checked before importing
+    # datasets, so an edge install without it still says what is wrong with an ordinary directory.
+    if not (path / "state.json").is_file() and not (path / "dataset_dict.json").is_file():
+        raise DataError(
+            f"`{path}` is a directory but not a `save_to_disk` dataset (it has no state.json); pass a data file or a "
+            "directory written by `Dataset.save_to_disk`"
+        )
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            f"`{path}` is a `save_to_disk` dataset, which needs the `datasets` library; install it "
+            "(pip install datasets) or export the dataset to a jsonl or csv file"
+        ) from None
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(
+            f"`{path}` is a directory but not a `save_to_disk` dataset ({str(err).splitlines()[0][:200]}); pass a "
+            "data file or a directory written by `Dataset.save_to_disk`"
+        ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        splits = list(loaded)
+        raise DataError(
+            f"`{path}` holds several splits ({_names(splits)}); pass one of them, e.g. `{path / splits[0]}`"
+        )
+    _unique(path, loaded.column_names)
+    if len(loaded) == 0:
+        return _Table("dataset", {name: [] for name in loaded.column_names}, 0, None)
+    return _Table("dataset", loaded.with_format(None).to_dict(), len(loaded), None)
+
+
+def _read_table(path: Path) -> _Table:
+    if path.is_dir():
+        table = _read_saved(path)
+    else:
+        suffix = path.suffix.lower()
+        fmt = FORMATS.get(suffix)
+        if fmt is None:
+            raise DataError(
+                f"data file `{path}` has an unknown format `{suffix or '(no extension)'}`; "
+                f"use one of {', '.join(sorted(FORMATS))} or a `save_to_disk` directory"
+            )
+        if path.stat().st_size == 0:
+            raise DataError(f"data file `{path}` is empty; it needs a header row and at least one example")
+        if fmt == "parquet":
+            table = _read_parquet(path)
+        elif fmt == "jsonl":
+            table = _read_jsonl(path)
+        else:
+            table = _read_delimited(path, fmt)
+    if table.rows == 0:  # csv, tsv and jsonl have said so already
+        raise DataError(f"data file `{path}` has no rows; it needs at least one example")
+    return table
+
+
+def _layout_hint(table: _Table) -> str:
+    """A csv whose header holds tabs is a tsv (and the other way round): say so."""
+    names = list(table.columns)
+    if table.fmt == "csv" and len(names) == 1 and "\t" in names[0]:
+        return " (the header has tabs: is this a tsv file? rename it to .tsv)"
+    if table.fmt == "tsv" and len(names) == 1 and "," in names[0]:
+        return " (the header has commas: is this a csv file? rename it to .csv)"
+    return ""
+
+
+def _texts(table: _Table, column: str, path: Path, flag: str) -> list[str]:
+    """The column's values as strings; numbers become text, anything else that is not a string is an error."""
+    out = []
+    for i, value in enumerate(table.columns[column]):
+        if isinstance(value, str):
+            out.append(value)
+            continue
+        if value is MISSING:
+            raise DataError(
+                f"data file `{path}` line {table.lines[i]} has no key `{_show(column)}` (the text column); add it "
+                f"or remove the line, or pass {flag}"
+            )
+        if value is None:
+            problem = "no text (null)"
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            problem = f"a {type(value).__name__} instead of text"
+        elif isinstance(value, float) and not math.isfinite(value):
+            problem = f"a non-finite number ({value}) instead of text"
+        else:
+            out.append(str(value))  # numbers are text, as pandas' astype(str) made them
+            continue
+        raise DataError(
+            f"data file `{path}`: column `{_show(column)}` has {problem} in {table.where(i)}; write the text as a "
+            "string or remove the row"
+        )
+    return out
 
 
 def load_data(
@@ -111,60 +420,47 @@ def load_data(
         text_column: column holding the text; default: the first of text, sentence, sentence1, content, review.
         id2label: an existing label map (from training data or the checkpoint); labels outside it are an error.
         require_labels: False for unlabelled text (all labels become -1).
-        max_rows: read at most this many rows (after loading; for quick runs).
+        max_rows: keep at most this many rows (the whole file is still checked; for quick runs).
     """
-    import datasets
-    import pandas as pd
-
     path = Path(path)
+    if max_rows is not None and max_rows < 1:
+        raise ConfigError(f"data file `{path}`: max_rows must be at least 1 or None, not {max_rows}")
     if not path.exists():
         raise DataError(f"data file `{path}` not found; pass a csv, tsv, jsonl or parquet file or a dataset directory")
-    frame = _read_frame(path)
-    if frame is None:
-        try:
-            frame = datasets.load_from_disk(str(path)).to_pandas()
-        except (FileNotFoundError, ValueError) as err:
-            raise DataError(
-                f"`{path}` is a directory but not a `save_to_disk` dataset ({err}); pass a data file or a directory "
-                "written by `Dataset.save_to_disk`"
-            ) from None
-    if len(frame) == 0:
-        raise DataError(f"data file `{path}` has a header but no rows; it needs at least one example")
-    columns = [str(c) for c in frame.columns]
+    table = _read_table(path)
+    columns = list(table.columns)
     if text_column is None:
         text_column = next((c for c in TEXT_CANDIDATES if c in columns), None)
         if text_column is None:
             raise DataError(
                 f"data file `{path}`: no text column found (looked for {', '.join(TEXT_CANDIDATES)}); "
-                f"columns are {', '.join(columns)}; pass --text-column"
+                f"columns are {_names(columns)}{_layout_hint(table)}; pass --text-column"
             )
     for role, col in (("text", text_column), ("text pair", text_pair_column)):
         if col is not None and col not in columns:
             flag = "--text-column" if role == "text" else "--text-pair-column"
             raise DataError(
-                f"data file `{path}` has no {role} column `{col}`; columns are {', '.join(columns)}; pass {flag}"
+                f"data file `{path}` has no {role} column `{_show(col)}`; columns are {_names(columns)}"
+                f"{_layout_hint(table)}; pass {flag}"
             )
     if require_labels and label_column not in columns:
         raise DataError(
-            f"data file `{path}` has no label column `{label_column}`; columns are {', '.join(columns)}; "
-            "pass --label-column"
+            f"data file `{path}` has no label column `{_show(label_column)}`; columns are {_names(columns)}"
+            f"{_layout_hint(table)}; pass --label-column"
         )
     if max_rows is not None:
-        frame = frame.head(max_rows)
-    out = pd.DataFrame({"text": frame[text_column].astype(str)})
-    if text_pair_column is not None:
-        out["text_pair"] = frame[text_pair_column].astype(str)
+        table = table.head(max_rows)
+    texts = _texts(table, text_column, path, "--text-column")
+    pairs = None if text_pair_column is None else _texts(table, text_pair_column, path, "--text-pair-column")
     if require_labels:
-        raw = frame[label_column].tolist()
-        id2label, ids = _map_labels(raw, id2label, path, label_column)
-        out["label"] = ids
+        keys = [_check_label(v, path, label_column, table, i) for i, v in enumerate(table.columns[label_column])]
+        id2label, ids = _map_labels(keys, id2label, path, label_column)
     else:
-        out["label"] = -1
+        ids = [-1] * len(texts)
         id2label = id2label or {}
-    dataset = datasets.Dataset.from_pandas(out, preserve_index=False)
-    logger.info("loaded %d rows from %s (%d labels)", len(dataset), path, len(id2label))
+    logger.info("loaded %d rows from %s (%d labels)", len(texts), path, len(id2label))
     cols = {"text": text_column, "text_pair": text_pair_column, "label": label_column if require_labels else None}
-    return LabelledData(dataset, id2label, path, cols)
+    return LabelledData(texts, ids, id2label, path, pairs, cols)
 
 
 def _label_key(value: Any) -> str:
@@ -173,31 +469,56 @@ def _label_key(value: Any) -> str:
     return str(value).strip()
 
 
-def _map_labels(
-    raw: list[Any], id2label: dict[int, str] | None, path: Path, column: str
-) -> tuple[dict[int, str], list[int]]:
-    keys = [_label_key(v) for v in raw]
-    if any(k in ("", "nan", "None") for k in keys):
-        row = next(i for i, k in enumerate(keys) if k in ("", "nan", "None"))
+def _check_label(value: Any, path: Path, column: str, table: _Table, i: int) -> str:
+    """The label as its key string (1.0 → "1"); null, empty, boolean, non-finite and non-scalar labels are errors."""
+    col, where = _show(column), table.where(i)
+    if value is MISSING:
         raise DataError(
-            f"data file `{path}`: column `{column}` has an empty label in row {row + 1}; fill it in or remove the row"
+            f"data file `{path}` line {table.lines[i]} has no key `{col}` (the label column); add it or remove the "
+            "line, or pass --label-column"
         )
+    if value is not None and not isinstance(value, str):
+        if isinstance(value, bool):
+            raise DataError(
+                f"data file `{path}`: column `{col}` has a boolean label ({str(value).lower()}) in {where}; "
+                "use 0/1 or label names"
+            )
+        if not isinstance(value, (int, float)):
+            raise DataError(
+                f"data file `{path}`: column `{col}` has a {type(value).__name__} as label in {where}; labels must "
+                "be strings or integers"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DataError(
+                f"data file `{path}`: column `{col}` has a non-finite label ({value}) in {where}; use an integer "
+                "or a label name"
+            )
+    key = "" if value is None else _label_key(value)
+    if key in EMPTY_LABELS:
+        raise DataError(
+            f"data file `{path}`: column `{col}` has an empty label in {where}; fill it in or remove the row"
+        )
+    return key
+
+
+def _map_labels(
+    keys: list[str], id2label: dict[int, str] | None, path: Path, column: str
+) -> tuple[dict[int, str], list[int]]:
+    """Label ids for checked label keys: integer labels 0..n-1 keep their ids, others are sorted (or `id2label`'s)."""
     if id2label is None:
-        distinct = sorted(
-            set(keys), key=lambda k: (not k.lstrip("-").isdigit(), int(k) if k.lstrip("-").isdigit() else 0, k)
-        )
-        if all(k.lstrip("-").isdigit() for k in distinct) and [int(k) for k in distinct] == list(range(len(distinct))):
+        distinct = sorted(set(keys), key=lambda k: (not _INT.fullmatch(k), int(k) if _INT.fullmatch(k) else 0, k))
+        if all(_INT.fullmatch(k) for k in distinct) and [int(k) for k in distinct] == list(range(len(distinct))):
             id2label = {int(k): k for k in distinct}  # integer labels 0..n-1 keep their ids
         else:
             id2label = dict(enumerate(distinct))
     label2id = {str(v): int(k) for k, v in id2label.items()}
-    if set(keys) - set(label2id) and all(k.isdigit() and int(k) in id2label for k in keys):
+    if set(keys) - set(label2id) and all(_NATURAL.fullmatch(k) and int(k) in id2label for k in keys):
         label2id = {k: int(k) for k in set(keys)}  # integer labels are the model's label ids
     unseen = sorted(set(keys) - set(label2id))
     if unseen:
         raise DataError(
-            f"data file `{path}`: column `{column}` has label(s) {', '.join(unseen[:5])} that the model does not know "
-            f"(known: {', '.join(label2id)}); remove those rows or train on data that has every label"
+            f"data file `{path}`: column `{_show(column)}` has label(s) {_names(unseen[:5])} that the model does not "
+            f"know (known: {_names(list(label2id))}); remove those rows or train on data that has every label"
         )
     return {int(k): str(v) for k, v in id2label.items()}, [label2id[k] for k in keys]
 

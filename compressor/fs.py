@@ -129,17 +129,18 @@ def content_hash(path: Path) -> str:
 
 @contextmanager
 def out_lock(target: Path) -> Iterator[None]:
-    """Hold an exclusive lock on writing `target` for the whole block (a `.NAME.lock` file beside it).
+    """Hold an exclusive lock on writing `target` for the whole block.
 
     A second command writing the same --out at the same time gets a one-line error instead of silently replacing
-    the first one's result. The lock is released when the process ends, however it ends.
+    the first one's result. The lock file lives in the system's temporary directory, named after the resolved
+    path, so nothing is left beside --out; the lock is released when the process ends, however it ends.
     """
     from filelock import FileLock, Timeout
 
-    target = Path(target)
-    parent = target.parent if str(target.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(parent / f".{target.resolve().name}.lock"))
+    resolved = str(Path(target).resolve())
+    locks = Path(tempfile.gettempdir()) / "compressor-locks"
+    locks.mkdir(exist_ok=True)
+    lock = FileLock(str(locks / f"{hashlib.sha256(resolved.encode()).hexdigest()[:32]}.lock"))
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from compressor.errors import ConfigError
+from compressor.errors import CompressorError, ConfigError
 
 C = TypeVar("C")
 
@@ -108,8 +108,6 @@ def save_json(path: Path, data: Any) -> None:
 
 def load_json(path: Path, *, what: str = "file") -> Any:
     """Read JSON with an error that names the file."""
-    from compressor.errors import CompressorError
-
     if not path.is_file():
         raise CompressorError(f"{what} `{path}` not found")
     try:

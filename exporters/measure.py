@@ -55,6 +55,10 @@ class BenchmarkConfig:
     )
     eval_rows: int | None = field(default=None, metadata={"help": "Score accuracy on at most this many rows."})
     verify: bool = field(default=True, metadata={"help": "Check manifests and hashes (off: plain ONNX dirs)."})
+    profile: bool = field(
+        default=False,
+        metadata={"help": "Also profile each artifact with ONNX Runtime: the share of run time per op type."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed for the sentences drawn for real-length runs."})
 
     def __post_init__(self) -> None:
@@ -102,6 +106,7 @@ class ArtifactResult:
     accuracy: float | None = None
     eval_rows: int | None = None
     quantization: Any = None
+    profile: dict[str, dict[str, float]] | None = None  # op type → ms per run and share of the run (--profile)
     # ratios against the first artifact
     speedup_p50: float = 1.0  # first.p50 / this.p50
     size_ratio: float = 1.0  # first.size / this.size (times smaller)
@@ -209,6 +214,13 @@ def benchmark(
             for rt, n in zip(runtimes, names, strict=True)
         ]
 
+    profiles: list[dict[str, dict[str, float]] | None] = [None] * len(runtimes)
+    if config.profile:
+        profiles = [
+            profile_ops(rt.model_path, feed[0], threads=config.threads)
+            for rt, feed in zip(runtimes, fixed_feeds, strict=True)
+        ]
+
     results = [
         ArtifactResult(
             name=name,
@@ -219,8 +231,9 @@ def benchmark(
             accuracy=acc,
             eval_rows=eval_rows,
             quantization=(rt.manifest or {}).get("quantization"),
+            profile=prof,
         )
-        for name, rt, fx, rl, acc in zip(names, runtimes, fixed, real, accuracy, strict=True)
+        for name, rt, fx, rl, acc, prof in zip(names, runtimes, fixed, real, accuracy, profiles, strict=True)
     ]
     first = results[0]
     for r in results:
@@ -232,23 +245,60 @@ def benchmark(
     return BenchmarkReport(config=config, machine=machine_info(config.threads), results=results, data=data_path)
 
 
+def profile_ops(
+    model_path: Path, feed: dict[str, np.ndarray], *, threads: int, runs: int = 30
+) -> dict[str, dict[str, float]]:
+    """ONNX Runtime's profile of `runs` runs of one feed: per op type, ms per run and share of the node time.
+
+    A separate session with profiling on (the timed sessions stay unprofiled, so profiling never slows what is
+    measured); sorted by time, largest first.
+    """
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="compressor-profile-") as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+        inputs = {i.name: feed[i.name] for i in session.get_inputs()}
+        for _ in range(runs):
+            session.run(None, inputs)
+        events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
+    totals: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time"):
+            op = str(event.get("args", {}).get("op_name", "?"))
+            totals[op] = totals.get(op, 0.0) + float(event.get("dur", 0)) / 1000.0  # µs → ms
+    whole = sum(totals.values()) or 1.0
+    return {
+        op: {"ms_per_run": round(ms / runs, 4), "share": round(ms / whole, 4)}
+        for op, ms in sorted(totals.items(), key=lambda item: -item[1])
+    }
+
+
 def evaluate(runtime: Runtime, data: LabelledData, *, batch_size: int = 1, name: str = "") -> float:
     """Accuracy of an artifact on labelled data, streamed in batches (never all rows encoded at once)."""
     from tqdm.auto import tqdm
 
     mapping = label_mapping(data.id2label, runtime.id2label, str(data.path))
-    dataset = data.dataset
+    texts, pairs, labels = data.texts, data.text_pairs, data.labels
     correct = 0
-    starts = range(0, len(dataset), batch_size)
+    starts = range(0, len(texts), batch_size)
     for start in tqdm(
         starts, desc=f"accuracy {name}".strip(), disable=not logger.isEnabledFor(logging.INFO), leave=False
     ):
-        rows = dataset[start : start + batch_size]  # dict of column lists
-        logits = runtime.logits(rows["text"], rows.get("text_pair"))
-        predicted = logits.argmax(axis=-1)
-        expected = np.asarray([mapping[y] for y in rows["label"]])
-        correct += int((predicted == expected).sum())
-    return correct / len(dataset)
+        end = start + batch_size
+        logits = runtime.logits(texts[start:end], None if pairs is None else pairs[start:end])
+        expected = np.asarray([mapping[y] for y in labels[start:end]])
+        correct += int((logits.argmax(axis=-1) == expected).sum())
+    return correct / max(len(texts), 1)
 
 
 def label_mapping(data_id2label: dict[int, str], model_id2label: dict[int, str], where: str) -> dict[int, int]:

@@ -13,11 +13,12 @@ use transformers' `pruned_heads` (removed in v5).
 from __future__ import annotations
 
 import copy
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from compressor.errors import ModelError
+
+if TYPE_CHECKING:  # torch only for annotations: reading a checkpoint's config needs no training stack
+    from torch import nn
 
 VERSION = 1
 

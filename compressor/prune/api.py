@@ -17,9 +17,11 @@ from compressor.arch.structure import ensure_structure, structure_of, summary
 from compressor.errors import ConfigError
 from compressor.prune.config import PruneConfig
 from compressor.prune.distill import distill_
-from compressor.prune.schedule import count_schedule, kept_fractions
+from compressor.prune.recover import reconstruct_
+from compressor.prune.schedule import count_schedule, kept_fractions, plan_target, rescore_step_
 from compressor.prune.units import apply_plan_, prune_to_counts_
 from compressor.prune.vocab import model_bytes, prune_vocab_, unknown_rate, used_token_ids
+from compressor.sensitivity.plan import Plan
 from compressor.train.loop import evaluate
 
 logger = logging.getLogger(__name__)
@@ -75,12 +77,8 @@ def prune_(
         logger.warning("`iterations` %d without recovery: the rounds only differ from one step by re-scoring", k)
     plan = target = None
     if config.plan is not None:
-        from compressor.sensitivity.plan import Plan
-
         plan = Plan.load(Path(config.plan))
         if k > 1:
-            from compressor.prune.schedule import plan_target
-
             target = plan_target(model, plan)
     structure = ensure_structure(model)
     head_counts = [count_schedule(len(e["heads"]), config.heads, k, config.schedule) for e in structure["layers"]]
@@ -96,8 +94,6 @@ def prune_(
         elif k == 1:
             apply_plan_(model, plan)
         else:
-            from compressor.prune.schedule import rescore_step_
-
             share = kept_fractions(target.kept, k, config.schedule)[t]
             step["rescored"] = rescore_step_(
                 model, plan, target, share, tokenizer=tokenizer, data=data, seed=config.seed + t
@@ -177,8 +173,6 @@ def _recover_(
     if teacher is None:
         return out
     if "reconstruct" in config.recover:
-        from compressor.prune.recover import reconstruct_
-
         out["reconstruct"] = reconstruct_(
             model, teacher, tokenizer, data, samples=config.samples, seed=config.seed, quiet=quiet
         )

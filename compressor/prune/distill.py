@@ -10,7 +10,12 @@ import torch
 from torch import nn
 
 from compressor.errors import PruneError
+from compressor.methods.api import merge
+from compressor.methods.base import METHODS, count_trainable
 from compressor.prune.config import PruneConfig
+from compressor.train.config import TrainConfig, resolve_device
+from compressor.train.distill import distillation_loss
+from compressor.train.loop import train
 
 
 def distill_(
@@ -34,13 +39,6 @@ def distill_(
         steps: optimizer steps (default `config.recover_steps`).
     """
     import tempfile
-
-    import compressor.methods  # noqa: F401  (registers every method)
-    from compressor.methods.api import merge
-    from compressor.methods.base import METHODS, count_trainable
-    from compressor.train.config import TrainConfig, resolve_device
-    from compressor.train.distill import distillation_loss
-    from compressor.train.loop import train
 
     steps = steps or config.recover_steps
     method = METHODS.get(config.recover_method)

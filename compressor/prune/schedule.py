@@ -19,6 +19,12 @@ from torch import nn
 
 from compressor.errors import ConfigError
 from compressor.prune.config import SCHEDULES
+from compressor.prune.units import apply_plan_
+from compressor.sensitivity.allocate import predict
+from compressor.sensitivity.analyse import analyse
+from compressor.sensitivity.config import AnalyseConfig
+from compressor.sensitivity.cost import analytic_costs, layer_shapes
+from compressor.sensitivity.plan import check_plan_fits
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +69,6 @@ class PlanTarget:
 
 def plan_target(model: nn.Module, plan: Any) -> PlanTarget:
     """The plan's kept share of encoder params or FLOPs on `model` (FLOPs standing in for a latency budget)."""
-    from compressor.sensitivity.allocate import predict
-    from compressor.sensitivity.plan import check_plan_fits
-
     check_plan_fits(model, plan)
     metric = plan.budget.get("metric") if plan.budget.get("metric") in ("params", "flops") else "flops"
     seq_len = int(plan.budget.get("seq_len") or 128)
@@ -74,8 +77,6 @@ def plan_target(model: nn.Module, plan: Any) -> PlanTarget:
 
 
 def _cost(model: nn.Module, metric: str, seq_len: int) -> float:
-    from compressor.sensitivity.cost import analytic_costs, layer_shapes
-
     return float(analytic_costs(model, metric, seq_len=seq_len).encoder_cost(layer_shapes(model)))
 
 
@@ -90,10 +91,6 @@ def rescore_step_(
     seed: int,
 ) -> dict[str, Any]:
     """Re-score `model` with the plan's scorer and prune it to `kept_share` of the starting cost (one step)."""
-    from compressor.prune.units import apply_plan_
-    from compressor.sensitivity.analyse import analyse
-    from compressor.sensitivity.config import AnalyseConfig
-
     current = _cost(model, target.metric, target.seq_len)
     relative = min(1.0, target.start_cost * kept_share / current)
     cfg = AnalyseConfig(

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from compressor.arch.parts import head_size
+from compressor.arch.surgery import prune_ffn_, prune_heads_
 from compressor.errors import CompressorError
 from compressor.sensitivity.cost import UnitCosts
 
@@ -116,8 +117,6 @@ def latency_table(
 def _probe_model(model: nn.Module, layers: int, heads: int, neurons: int) -> nn.Module:
     """A random-weight copy of the architecture with `layers` layers of `heads` heads and `neurons` neurons."""
     from transformers import AutoModelForSequenceClassification
-
-    from compressor.arch.surgery import prune_ffn_, prune_heads_
 
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = layers

@@ -26,6 +26,7 @@ from torch import nn
 
 from compressor.arch.parts import head_size
 from compressor.errors import ConfigError, PruneError
+from compressor.schema import save_json
 from compressor.sensitivity.cost import layer_shapes
 
 
@@ -77,8 +78,6 @@ class Plan:
         }
 
     def save(self, path: Path) -> Path:
-        from compressor.schema import save_json
-
         save_json(Path(path), self.to_dict())
         return Path(path)
 

@@ -8,16 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from compressor.checkpoint import load_model, read_config, resolve_model_path
 from compressor.errors import ConfigError
-from compressor.sensitivity.config import AnalyseConfig
+from compressor.fs import atomic_dir
+from compressor.sensitivity.config import AnalyseConfig, needs_data
 from compressor.stages.base import Context, StageBase, StageView
+from compressor.stages.context import model_labels
 
 
 def load_for_scoring(ctx: Context, *, labelled: bool) -> tuple[Any, Any, Any]:
     """(model, tokenizer, training rows mapped to the model's labels, or None) for a stage that scores the model."""
-    from compressor.checkpoint import load_model, read_config, resolve_model_path
-    from compressor.stages.context import model_labels
-
     labels = model_labels(read_config(resolve_model_path(ctx.model)))
     data = ctx.data.train(labels) if labelled else None
     if data is None:
@@ -34,12 +34,9 @@ class AnalyseStage(StageBase):
     example = "- analyse: {scorer: fisher, budget: flops=0.5, samples: 512}"
 
     def data(self, config: AnalyseConfig) -> dict[str, bool]:
-        from compressor.sensitivity.config import needs_data
-
         return {"train": True} if needs_data(config.scorer) else {}
 
     def run(self, ctx: Context, config: AnalyseConfig) -> dict[str, Any]:
-        from compressor.fs import atomic_dir
         from compressor.sensitivity.analyse import analyse
 
         scored = bool(self.data(config))

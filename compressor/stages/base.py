@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from compressor.registry import Registry
+from compressor.schema import build_strict
 
 SLOTS = ("model", "adapter", "plan", "artifact")
 Block = tuple[str, Any]  # ("p", text) | ("table", (headers, rows)) | ("img", (path, alt)) | ("list", items) | …
@@ -140,8 +141,6 @@ class StageBase:
         return {}
 
     def parse(self, values: dict[str, Any], *, source: str, base_dir: Path) -> Any:
-        from compressor.schema import build_strict
-
         return build_strict(self.config_cls, values, source)  # type: ignore[attr-defined]
 
     def row(self, summary: dict[str, Any]) -> dict[str, str]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from compressor.fs import atomic_dir
 from compressor.schema import config_to_dict
 from compressor.stages.base import Context, StageBase, StageView
-from exporters.measure import BenchmarkConfig
+from exporters.measure import BenchmarkConfig, benchmark, plot
 
 BENCHMARK_JSON = "benchmark.json"
 PLOT_FILE = "accuracy_latency.png"
@@ -27,9 +28,6 @@ class BenchmarkStage(StageBase):
         return {"eval": config.real_lengths}
 
     def run(self, ctx: Context, config: BenchmarkConfig) -> dict[str, Any]:
-        from compressor.fs import atomic_dir
-        from exporters.measure import benchmark, plot
-
         names = list(ctx.artifacts)
         data = ctx.data.eval()
         report = benchmark([ctx.artifacts[n] for n in names], config, data=data, names=names)

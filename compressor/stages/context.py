@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from compressor.errors import ConfigError, DataError
+from compressor.data import check_matches_model, load_data
+from compressor.errors import ConfigError
 
 GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
 
@@ -109,8 +110,6 @@ class DataFiles:
         return path
 
     def _load(self, which: str, id2label: dict[int, str] | None) -> Any:
-        from compressor.data import check_matches_model, load_data
-
         path = self.path(which)
         if path is None:
             return None
@@ -143,5 +142,6 @@ def check_inputs_outside(out: Path, inputs: list[Path | str | None]) -> None:
             )
 
 
-def data_error(path: Path, message: str) -> DataError:
-    return DataError(f"data file `{path}`: {message}")
+def resolve_path(value: str, base_dir: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base_dir / path)

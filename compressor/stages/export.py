@@ -7,9 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from compressor.checkpoint import load_model, model_fingerprint, read_config, resolve_model_path
+from compressor.data import load_data
 from compressor.errors import ConfigError
 from compressor.schema import build_strict
 from compressor.stages.base import Context, StageBase
+from compressor.stages.context import model_labels, resolve_path
 from exporters.onnx.config import ExportConfig
 
 
@@ -26,8 +29,6 @@ class ExportStage(StageBase):
         return {"eval": False} | ({"train": False} if config.quantize == "static" else {})
 
     def parse(self, values: dict[str, Any], *, source: str, base_dir: Path) -> ExportConfig:
-        from compressor.stages.recipe import resolve_path
-
         values = dict(values)
         if isinstance(values.get("calibration_data"), str):
             path = resolve_path(values["calibration_data"], base_dir)
@@ -37,9 +38,6 @@ class ExportStage(StageBase):
         return build_strict(ExportConfig, values, source)
 
     def run(self, ctx: Context, config: ExportConfig) -> dict[str, Any]:
-        from compressor.checkpoint import load_model, model_fingerprint, read_config, resolve_model_path
-        from compressor.data import load_data
-        from compressor.stages.context import model_labels
         from exporters.onnx.export import export_onnx
 
         path = resolve_model_path(ctx.model)

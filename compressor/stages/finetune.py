@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from compressor.checkpoint import load_model, model_fingerprint, resolve_model_path
 from compressor.errors import ConfigError, MergeError
+from compressor.fs import atomic_dir
 from compressor.schema import build_strict, config_from_dict, config_to_dict, load_json, save_json
 from compressor.stages.base import Context, StageBase
 from compressor.train.config import TrainConfig
@@ -78,8 +80,6 @@ class FinetuneStage(StageBase):
         from transformers import set_seed
 
         from compressor.arch.structure import is_pruned
-        from compressor.checkpoint import load_model, model_fingerprint, resolve_model_path
-        from compressor.fs import atomic_dir
         from compressor.methods.api import finetune
         from compressor.methods.base import adapter_state
 
@@ -152,7 +152,6 @@ def load_adapter_dir(run_dir: Path, *, base: str | None = None) -> tuple[Any, An
     from safetensors.torch import load_file
 
     from compressor.arch.surgery import apply_structure_
-    from compressor.checkpoint import load_model, model_fingerprint, resolve_model_path
     from compressor.methods.base import METHODS, load_adapter_state_
 
     run_dir = Path(run_dir)

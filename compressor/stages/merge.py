@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from compressor.checkpoint import save_model
 from compressor.errors import ConfigError, MergeError
+from compressor.fs import atomic_dir
 from compressor.stages.base import Context, StageBase
+from compressor.stages.finetune import load_adapter_dir
 
 # Sentences used to check that merging kept the logits (real text, no data file needed).
 PARITY_TEXTS = [
@@ -55,10 +58,7 @@ class MergeStage(StageBase):
     def run(self, ctx: Context, config: MergeConfig) -> dict[str, Any]:
         import torch
 
-        from compressor.checkpoint import save_model
-        from compressor.fs import atomic_dir
         from compressor.methods.api import merge
-        from compressor.stages.finetune import load_adapter_dir
 
         model, tokenizer, method = load_adapter_dir(Path(ctx.adapter), base=config.base)
         enc = tokenizer(PARITY_TEXTS, padding=True, return_tensors="pt")

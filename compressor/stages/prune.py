@@ -6,10 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from compressor.checkpoint import load_model, resolve_model_path, save_model
+from compressor.data import load_data
 from compressor.errors import ConfigError
+from compressor.fs import atomic_dir
 from compressor.prune.config import PruneConfig
 from compressor.schema import build_strict
-from compressor.stages.base import Context, StageBase, StageView
+from compressor.stages.base import STAGES, Context, StageBase, StageView
+from compressor.stages.context import model_labels, resolve_path
+from compressor.stages.rundir import read_json
+from compressor.stages.tables import structure_table
+from compressor.train.config import is_main_process
 
 PLAN_FROM_ANALYSE = "analyse"  # `plan: analyse` follows the plan of the recipe's analyse stage
 VOCAB_FROM_TRAIN = "train"  # `vocab: train` keeps the token ids of the training data
@@ -32,8 +39,6 @@ class PruneStage(StageBase):
         return {"train": True, "eval": False} if trains else {"eval": False}
 
     def parse(self, values: dict[str, Any], *, source: str, base_dir: Path) -> PruneConfig:
-        from compressor.stages.recipe import resolve_path
-
         values = dict(values)
         for key, word in (("plan", PLAN_FROM_ANALYSE), ("vocab", VOCAB_FROM_TRAIN)):
             value = values.get(key)
@@ -56,12 +61,7 @@ class PruneStage(StageBase):
     def run(self, ctx: Context, config: PruneConfig) -> dict[str, Any]:
         import dataclasses
 
-        from compressor.checkpoint import load_model, save_model
-        from compressor.data import load_data
-        from compressor.fs import atomic_dir
         from compressor.prune.api import prune_
-        from compressor.stages.context import model_labels
-        from compressor.train.config import is_main_process
 
         if config.plan == PLAN_FROM_ANALYSE:
             plan = Path(ctx.plan or "") / "plan.json"
@@ -128,7 +128,6 @@ class PruneStage(StageBase):
     def sections(self, view: StageView) -> list[tuple[str, list[Any]]]:
         if not view.done:
             return []
-        from compressor.stages.tables import structure_table
 
         before = _source_config(view)
         after = _read_config(view.out / "config.json")
@@ -148,26 +147,19 @@ class PruneStage(StageBase):
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:
-    from compressor.stages.rundir import read_json
-
     return read_json(path)
 
 
 def _source_config(view: StageView) -> dict[str, Any] | None:
     """config.json of the model this prune started from: the model an earlier stage gave, or the recipe's."""
-    from compressor.stages.base import STAGES
-
     for earlier in reversed(view.earlier):
         if STAGES.get(earlier.key).gives == "model":
             return _read_config(earlier.out / "config.json")
-    from compressor.stages.rundir import read_json
 
     recipe = read_json(view.run_dir / "recipe.json") or {}
     model = recipe.get("model")
     if not model:
         return None
     if model == "minilm":
-        from compressor.checkpoint import resolve_model_path
-
         model = str(resolve_model_path(model))
     return _read_config(Path(model) / "config.json")

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from compressor.errors import ConfigError, DataError, ModelError
 from compressor.schema import build_strict, config_to_dict
 from compressor.stages.base import STAGES, Stage
-from compressor.stages.context import DataSpec
+from compressor.stages.context import DataSpec, resolve_path
 from compressor.stages.recipe_text import TOP_KEYS, VERSION, apply_overrides, parse_yaml, stage_entry
 
 
@@ -205,11 +205,6 @@ def _stage_name(value: Any, key: str, source: str) -> str:
             f"directory); got {value!r}"
         )
     return value
-
-
-def resolve_path(value: str, base_dir: Path) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base_dir / path)
 
 
 def _resolve_model(value: str, base_dir: Path, source: str) -> str:

@@ -16,7 +16,7 @@ Block = tuple[str, Any]
 TEXT_COLUMNS = ("#", "stage", "status", "output", "artifact", "layer")
 
 
-def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+def md_table(headers: list[str], rows: list[list[str]]) -> str:
     def cell(text: str) -> str:
         return str(text).replace("|", "\\|")
 
@@ -34,7 +34,7 @@ def render_markdown(title: str, sections: list[tuple[str, list[Block]]], run_dir
             if kind == "p" and value:
                 out += [value, ""]
             elif kind == "table":
-                out += [_md_table(*value), ""]
+                out += [md_table(*value), ""]
             elif kind == "img":
                 path, alt = value
                 out += [f"![{alt}]({Path(path).relative_to(run_dir).as_posix()})", ""]

@@ -16,8 +16,10 @@ from typing import Any
 import yaml
 
 from compressor.stages.base import STAGES, Section, StageView
+from compressor.stages.benchmark import caption, result_table
 from compressor.stages.render import Block, render_html, render_markdown, text_table
 from compressor.stages.rundir import DONE, RECIPE_FILE, RUN_FILE, STAGE_DIR, STAGE_FILE, read_json
+from exporters.measure import machine_info
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -95,8 +97,6 @@ def environment(views: list[StageView]) -> list[str]:
 
     machine = next((v.summary.get("machine") for v in views if v.summary.get("machine")), None)
     if not machine:
-        from exporters.measure import machine_info
-
         machine = machine_info(threads=0) | {"threads": None}
     lines = [
         f"CPU: {machine.get('cpu')} ({machine.get('logical_cores')} logical cores, {machine.get('usable_cores')} "
@@ -160,8 +160,6 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
 
 def final_table(run_dir: Path) -> str | None:
     """The last benchmark's table as text, with its caption; None without one."""
-    from compressor.stages.benchmark import caption, result_table
-
     _, views = load_views(run_dir)
     bench = next((v for v in reversed(views) if v.key == "benchmark" and v.done), None)
     if bench is None:

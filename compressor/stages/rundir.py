@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compressor.checkpoint import resolve_model_path
 from compressor.errors import CompressorError, ConfigError
 from compressor.fs import content_hash
 from compressor.schema import load_json, save_json
@@ -115,8 +116,6 @@ class Run:
     def external(self, path: str | Path) -> str:
         """Content hash of an input that lives outside the run (the model, a data file), computed once."""
         if str(path) == "minilm":
-            from compressor.checkpoint import resolve_model_path
-
             path = resolve_model_path("minilm")
         key = str(Path(path).resolve())
         if key not in self._hashes:

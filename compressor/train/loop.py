@@ -28,7 +28,8 @@ ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor], Any], torch.Tensor]
 
 def tokenize(data: LabelledData, tokenizer: Any, max_length: int) -> Any:
     """A datasets.Dataset of input ids, attention masks, token types and labels (padding left to the collator)."""
-    pair = "text_pair" in data.dataset.column_names
+    dataset = data.to_dataset()
+    pair = "text_pair" in dataset.column_names
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
         args = (batch["text"], batch["text_pair"]) if pair else (batch["text"],)
@@ -36,14 +37,12 @@ def tokenize(data: LabelledData, tokenizer: Any, max_length: int) -> Any:
 
     from datasets import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
-    drop = [c for c in data.dataset.column_names if c != "label"]
+    drop = [c for c in dataset.column_names if c != "label"]
     silence = not logger.isEnabledFor(logging.INFO) and not are_progress_bars_disabled()  # --quiet
     if silence:
         disable_progress_bars()
     try:
-        encoded = data.dataset.map(
-            encode, batched=True, remove_columns=drop, desc="tokenising", load_from_cache_file=False
-        )
+        encoded = dataset.map(encode, batched=True, remove_columns=drop, desc="tokenising", load_from_cache_file=False)
     finally:
         if silence:
             enable_progress_bars()
@@ -121,7 +120,7 @@ def train(
         save_steps=cfg.save_steps,
         save_total_limit=1,
         logging_steps=cfg.logging_steps,
-        eval_strategy="no",
+        eval_strategy="epoch" if eval_set is not None else "no",
         report_to=[],
         disable_tqdm=quiet,
         dataloader_num_workers=0,
@@ -138,11 +137,7 @@ def train(
         compute_metrics=_compute_metrics,
         extra_loss=extra_loss,
     )
-    _keep_stdout_clean(trainer, quiet)
-    if quiet:  # with tqdm off, Trainer prints metric dicts to stdout; --quiet (and --json) output must stay clean
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
+    progress = _report_progress(trainer, quiet)
     last = _last_checkpoint(ckpt_dir) if resume else None
     if last:
         logger.info("resuming from %s", last)
@@ -154,7 +149,8 @@ def train(
     seconds = time.perf_counter() - start
     metrics = {"train_loss": float(out.training_loss), "train_seconds": round(seconds, 1)}
     if eval_set is not None:
-        ev = trainer.evaluate()
+        last = progress.last_eval  # the last epoch's evaluation, when training ended right there
+        ev = last[1] if last is not None and last[0] == out.global_step else trainer.evaluate()
         metrics.update({"eval_accuracy": float(ev["eval_accuracy"]), "eval_loss": float(ev["eval_loss"])})
     model.eval()
     return TrainResult(metrics, seconds, int(out.global_step), trainer.is_world_process_zero())
@@ -184,23 +180,56 @@ def _LossTrainer(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - behaves like
     return _make_trainer_class()(*args, **kwargs)
 
 
-def _keep_stdout_clean(trainer: Any, quiet: bool) -> None:
-    """The Trainer prints its loss logs on stdout (`print`, or tqdm's `write`); stdout is for results (`--json`),
-    so the logs go to stderr under the progress bar, and nowhere under `--quiet`."""
+def _report_progress(trainer: Any, quiet: bool) -> Any:
+    """One progress bar for training (and one for each evaluation), and one line per epoch on stderr: loss, accuracy
+    when there is validation data, learning rate in scientific notation. Nothing under `--quiet`. Stdout stays
+    for results (`--json`). Returns the callback, which also remembers the last evaluation."""
     import sys
 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    class StderrProgress(ProgressCallback):
+    class EpochLines(ProgressCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen = 0  # log_history entries already summarised
+            self.last_eval: tuple[int, dict[str, float]] | None = None
+
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            if state.is_world_process_zero and self.training_bar is not None and logs:
-                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in logs.items() if k != "total_flos"}
-                self.training_bar.write(str(shown), file=sys.stderr)
+            pass  # the Trainer's raw dicts are summarised per epoch instead
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if args.eval_strategy == "no":  # else the evaluation that follows prints the line, with its accuracy
+                self._line(args, state, None)
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> None:
+            super().on_evaluate(args, state, control, metrics=metrics, **kwargs)
+            self.last_eval = (state.global_step, dict(metrics or {}))
+            self._line(args, state, metrics)
+
+        def _line(self, args: Any, state: Any, metrics: dict | None) -> None:
+            if quiet or not state.is_world_process_zero:
+                return
+            new = state.log_history[self.seen :]
+            self.seen = len(state.log_history)
+            losses = [h["loss"] for h in new if "loss" in h]
+            rates = [h["learning_rate"] for h in new if "learning_rate" in h]
+            parts = [f"loss {sum(losses) / len(losses):.4f}" if losses else "loss -"]
+            if metrics and "eval_accuracy" in metrics:
+                parts.append(f"accuracy {metrics['eval_accuracy']:.4f}")
+            if rates:
+                parts.append(f"lr {rates[-1]:.1e}")
+            text = f"epoch {state.epoch or 0:.2f}/{args.num_train_epochs:g}: " + ", ".join(parts)
+            text += f" ({state.global_step} steps)"
+            if self.training_bar is not None:
+                self.training_bar.write(text, file=sys.stderr)
+            else:
+                logger.info(text)
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    if not quiet:
-        trainer.add_callback(StderrProgress())
+    callback = EpochLines()
+    trainer.add_callback(callback)
+    return callback
 
 
 def _last_checkpoint(ckpt_dir: Path) -> Path | None:

@@ -29,6 +29,7 @@ from exporters.onnx.config import ExportConfig, ExportReport
 from exporters.onnx.cpu import TARGETS, host_cpu, resolve_reduce_range
 from exporters.onnx.quantize import GateResult, QuantSettings, quantize_with_gate
 from exporters.onnx.specs import EXPORT_SPECS, ExportSpec
+from compressor.schema import config_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -360,8 +361,6 @@ def _toolchain() -> dict[str, str]:
 
 
 def _config_record(config: ExportConfig) -> dict[str, Any]:
-    from compressor.schema import config_to_dict
-
     return config_to_dict(config)
 
 

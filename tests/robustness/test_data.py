@@ -145,8 +145,54 @@ def test_empty_label(cli, tmp_path: Path, ckpt: Path) -> None:
         result,
         case="a row with an empty label",
         code=1,
-        problem="empty label in row 2",
+        problem="empty label in row 2 (line 3)",
         fix="fill it in or remove the row",
+        out=out,
+    )
+
+
+def test_tab_inside_tsv_text(cli, tmp_path: Path, ckpt: Path) -> None:
+    # pandas made "not" the index and evaluated the model on "a great movie": words lost without a word
+    out = tmp_path / "out"
+    data = _write(tmp_path / "val.tsv", "sentence\tlabel\nnot\ta great movie\t1\nawful\tand dull\t0\n")
+    result = cli("analyse", ckpt, "--data", data, "--out", out, "-q")
+    line = expect_refusal(
+        result,
+        case="a tab inside the text of a tsv file",
+        code=1,
+        problem="line 2 has 3 fields but the header has 2 (sentence, label)",
+        fix="replace tabs in the text with spaces",
+        out=out,
+    )
+    assert "val.tsv" in line
+
+
+def test_tab_inside_first_tsv_row(cli, tmp_path: Path, ckpt: Path) -> None:
+    # with only the first row split, pandas blamed the next one: "empty label in row 2"
+    out = tmp_path / "out"
+    data = _write(tmp_path / "val.tsv", "sentence\tlabel\nnot\ta great movie\t1\nawful\t0\n")
+    result = cli("analyse", ckpt, "--data", data, "--out", out, "-q")
+    line = expect_refusal(
+        result,
+        case="a tab inside the text of the first tsv row",
+        code=1,
+        problem="line 2 has 3 fields",
+        fix="replace tabs in the text with spaces",
+        out=out,
+    )
+    assert "empty label" not in line
+
+
+def test_jsonl_line_without_a_label(cli, tmp_path: Path, ckpt: Path) -> None:
+    out = tmp_path / "out"
+    data = _write(tmp_path / "val.jsonl", '{"sentence": "great", "label": 1}\n{"sentence": "awful"}\n')
+    result = cli("analyse", ckpt, "--data", data, "--out", out, "-q")
+    expect_refusal(
+        result,
+        case="a jsonl line without the label key",
+        code=1,
+        problem="line 2 has no key `label`",
+        fix="add it or remove the line",
         out=out,
     )
 
@@ -218,7 +264,7 @@ def test_non_utf8_data(cli, tmp_path: Path, ckpt: Path) -> None:
         result,
         case="non-UTF-8 data file (Latin-1)",
         code=1,
-        problem="is not UTF-8 text",
+        problem="is not UTF-8 text (line 2, byte 18",
         fix="re-encode it as UTF-8",
         out=out,
     )

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from torch import nn
 
+from compressor.arch.parts import arch_of, encoder_linears
 from compressor.arch.table import LINEAR_ROLES as TARGETS
 from compressor.errors import ConfigError
 from compressor.methods.base import METHODS, Method
@@ -39,16 +40,12 @@ class LoraConfig:
 
 def target_module_names(model: nn.Module, targets: list[str]) -> list[str]:
     """Full module names of the chosen projections in every encoder layer, from the architecture table."""
-    from compressor.arch.parts import encoder_linears
-
     return [name for name, _ in encoder_linears(model, targets)]
 
 
 def inject_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType, get_peft_model
-
-    from compressor.arch.parts import arch_of
 
     peft_cfg = PeftLoraConfig(
         task_type=TaskType.SEQ_CLS,

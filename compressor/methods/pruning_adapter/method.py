@@ -20,6 +20,8 @@ from compressor.errors import ConfigError, ModelError
 from compressor.methods.lora import merge_lora
 from compressor.methods.pruning_adapter.config import PruningAdapterConfig
 from compressor.methods.pruning_adapter.layers import add_lora
+from compressor.sensitivity.masks import make_batches
+from compressor.sensitivity.scorers import head_importance
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +60,6 @@ def rank_layers(importance: torch.Tensor, keep: list[list[int]], sources: list[i
 
 def prepare_pruning_adapter(model: nn.Module, cfg: PruningAdapterConfig, data: Any, tokenizer: Any) -> None:
     """Score heads with `head-gradient` on `cfg.examples` task examples, remove the least important, pick layers."""
-    from compressor.sensitivity.masks import make_batches
-    from compressor.sensitivity.scorers import head_importance
-
     batches = make_batches(
         tokenizer,
         data,

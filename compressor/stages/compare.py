@@ -1,0 +1,185 @@
+"""`compare`: runs and artifacts side by side with their baselines, in one benchmark (one process, interleaved):
+accuracy, latency, size, speed-ups against each baseline, wall time per stage; a table, JSON and a Pareto plot.
+
+A run directory stands for its last exported artifact, and brings its stage records (wall time per stage, what
+trained); an artifact directory stands for itself. Baselines come first; ratios are given against every one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import ConfigError
+from compressor.stages.base import STAGES
+from compressor.stages.report import load_views
+from compressor.stages.rundir import is_run_dir
+from exporters.measure import BenchmarkConfig, BenchmarkReport, benchmark
+
+
+@dataclass
+class Entry:
+    """One row: an artifact, the name it is shown under, and (for a run) its stages' wall time and records."""
+
+    name: str
+    artifact: Path
+    baseline: bool = False
+    run: Path | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)  # name, key, seconds, summary
+
+
+@dataclass
+class Comparison:
+    entries: list[Entry]
+    report: BenchmarkReport
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One JSON-able row per entry: the benchmark's measures, speed-ups against every baseline, stage times."""
+        baselines = [(e, r) for e, r in zip(self.entries, self.report.results, strict=True) if e.baseline]
+        rows = []
+        for entry, result in zip(self.entries, self.report.results, strict=True):
+            row = {
+                "name": entry.name,
+                "baseline": entry.baseline,
+                "artifact": str(entry.artifact),
+                "run": None if entry.run is None else str(entry.run),
+                "accuracy": result.accuracy,
+                "eval_rows": result.eval_rows,
+                "p50_ms": result.fixed.p50,
+                "p90_ms": result.fixed.p90,
+                "real_p50_ms": None if result.real is None else result.real.p50,
+                "real_tokens": None if result.real is None else result.real.tokens,
+                "model_bytes": result.model_bytes,
+                "speedup": {b.name: br.fixed.p50 / result.fixed.p50 for b, br in baselines},
+                "smaller": {b.name: br.model_bytes / result.model_bytes for b, br in baselines},
+                "accuracy_delta": {
+                    b.name: None
+                    if result.accuracy is None or br.accuracy is None
+                    else 100 * (result.accuracy - br.accuracy)
+                    for b, br in baselines
+                },
+                "profile": result.profile,
+                "stages": entry.stages,
+                "stage_seconds": round(sum(s["seconds"] or 0 for s in entry.stages), 1),
+            }
+            rows.append(row)
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "comparison", "benchmark": self.report.to_dict(), "rows": self.rows()}
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """Headers and text cells: accuracy, p50, MB, × faster and Δ accuracy against each baseline, stage time."""
+        baselines = [e.name for e in self.entries if e.baseline]
+        headers = ["row", "accuracy", "p50 ms", "MB"]
+        headers += [f"× vs {b}" for b in baselines] + [f"Δ pt vs {b}" for b in baselines[:1]] + ["stages"]
+        out = []
+        for row in self.rows():
+            cells = [
+                row["name"],
+                "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}",
+                f"{row['p50_ms']:.2f}",
+                f"{row['model_bytes'] / 1e6:.1f}",
+            ]
+            cells += [f"{row['speedup'][b]:.2f}" for b in baselines]
+            for b in baselines[:1]:
+                delta = row["accuracy_delta"][b]
+                cells.append("-" if delta is None else f"{delta:+.2f}")
+            cells.append(_duration(row["stage_seconds"]) if row["stages"] else "-")
+            out.append(cells)
+        return headers, out
+
+
+def resolve(path: Path, name: str | None = None, *, baseline: bool = False) -> Entry:
+    """An entry for a run directory (its last artifact) or an artifact directory; `name=PATH` names it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"`{path}` not found; pass a run directory (`compressor run --out`) or an artifact")
+    if not is_run_dir(path):
+        return Entry(name or path.name, path, baseline)
+    _, views = load_views(path)
+    artifacts = [v for v in views if STAGES.get(v.key).gives == "artifact" and v.done]
+    if not artifacts:
+        raise ConfigError(f"run `{path}` has no finished export stage; finish it with `compressor run … --resume`")
+    stages = [{"name": v.name, "key": v.key, "seconds": v.seconds, "summary": v.summary} for v in views]
+    return Entry(name or path.name, artifacts[-1].out, baseline, path, stages)
+
+
+def compare(entries: list[Entry], config: BenchmarkConfig, *, data: Any = None) -> Comparison:
+    """Benchmark every entry in one process, interleaved (baselines first, so ratios are against the first)."""
+    if not entries:
+        raise ConfigError("pass at least one run or artifact to compare")
+    names = [e.name for e in entries]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"two rows are called `{duplicates[0]}`; name them with NAME=PATH")
+    ordered = [e for e in entries if e.baseline] + [e for e in entries if not e.baseline]
+    report = benchmark([e.artifact for e in ordered], config, data=data, names=[e.name for e in ordered])
+    return Comparison(ordered, report)
+
+
+def parse_item(item: str) -> tuple[str | None, Path]:
+    """`NAME=PATH` → (NAME, PATH); a bare PATH → (None, PATH)."""
+    name, sep, path = item.partition("=")
+    if sep and name and "/" not in name:
+        return name, Path(path)
+    return None, Path(item)
+
+
+def write_outputs(comparison: Comparison, *, json_path: Path | None, markdown: Path | None, plot: Path | None) -> None:
+    """The comparison as JSON, as a Markdown table, and as an accuracy-vs-latency plot with the Pareto front."""
+    from compressor.stages.render import md_table
+
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(comparison.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(md_table(*comparison.table()) + "\n", encoding="utf-8")
+    if plot is not None:
+        pareto_plot(comparison, plot)
+
+
+def pareto_plot(comparison: Comparison, path: Path) -> None:
+    """Accuracy vs p50 latency: baselines as squares, the rest as dots, the Pareto front joined by a line."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = comparison.rows()
+    if any(r["accuracy"] is None for r in rows):
+        raise ConfigError("the plot shows accuracy against latency: compare with labelled data (--data)")
+    fig = Figure(figsize=(7.2, 4.8), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for r in rows:
+        ax.scatter(r["p50_ms"], 100 * r["accuracy"], s=40, marker="s" if r["baseline"] else "o")
+        ax.annotate(
+            r["name"], (r["p50_ms"], 100 * r["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=7
+        )
+    front = pareto_front(rows)
+    ax.plot([r["p50_ms"] for r in front], [100 * r["accuracy"] for r in front], "k--", lw=0.8, label="Pareto front")
+    cfg = comparison.report.config
+    ax.set_xlabel(f"p50 latency (ms), batch {cfg.batch}, seq {cfg.seq_len}, {cfg.threads} thread(s)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"accuracy vs latency ({comparison.report.machine.get('cpu', 'cpu')})", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.set_xlim(0, 1.25 * max(r["p50_ms"] for r in rows))
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows no other row beats on both latency and accuracy, fastest first."""
+    front: list[dict[str, Any]] = []
+    for r in sorted(rows, key=lambda r: (r["p50_ms"], -r["accuracy"])):
+        if not front or r["accuracy"] > front[-1]["accuracy"]:
+            front.append(r)
+    return front
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
