@@ -66,7 +66,12 @@ def _parameters(group: str, spec: Fields) -> list[inspect.Parameter]:
     params = []
     for f in spec.fields():
         kind, optional = _option_type(hints[f.name])
-        flag = rename.get(f.name) or f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        dashed = f.name.replace("_", "-")
+        flag = (
+            rename.get(f.name)
+            or f.metadata.get("flag")
+            or (f"--{dashed}/--no-{dashed}" if kind is bool else f"--{dashed}")
+        )
         decls = [flag] + ([f.metadata["short"]] if f.metadata.get("short") else [])
         default: Any
         if f.name in spec.required:

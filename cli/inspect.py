@@ -57,11 +57,12 @@ def _kv(value: Any) -> str:
 
 def _print_artifact(info: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(soft_wrap=True)
-    console.print(f"[bold]artifact[/bold] {info['path']}")
-    integrity = info["integrity"]
+    console.print(f"[bold]artifact[/bold] {escape(str(info['path']))}")
+    integrity = escape(info["integrity"])  # a file name or message may hold `[...]`, which rich would read as markup
     console.print(
         f"integrity: {'[green]ok[/green]' if integrity == 'ok' else '[red]' + integrity + '[/red]'}", highlight=False
     )
@@ -71,14 +72,17 @@ def _print_artifact(info: dict[str, Any]) -> None:
     files.add_column("file")
     files.add_column("bytes", justify="right")
     for name, size in info["files"].items():
-        files.add_row(name, f"{size:,}")
+        files.add_row(escape(name), f"{size:,}")
     console.print(files)
-    ops = Table(title=f"ops ({sum(info['ops'].values())} nodes)", title_justify="left")
-    ops.add_column("op")
-    ops.add_column("count", justify="right")
-    for op, n in info["ops"].items():
-        ops.add_row(op, str(n))
-    console.print(ops)
+    if info["ops"]:
+        ops = Table(title=f"ops ({sum(info['ops'].values())} nodes)", title_justify="left")
+        ops.add_column("op")
+        ops.add_column("count", justify="right")
+        for op, n in info["ops"].items():
+            ops.add_row(escape(op), str(n))
+        console.print(ops)
+    else:
+        console.print("ops: not counted (needs the onnx package: pip install 'compressor[train]')")
     if info["layers"]:
         console.print(_layers_table("structure", info["layers"]))
     else:
@@ -87,11 +91,11 @@ def _print_artifact(info: dict[str, Any]) -> None:
 
 def _print_checkpoint(info: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(soft_wrap=True)
-    console.print(
-        f"[bold]checkpoint[/bold] {info['path']} ({info['model_type']}, {'pruned' if info['pruned'] else 'unpruned'})"
-    )
+    state = "pruned" if info["pruned"] else "unpruned"
+    console.print(f"[bold]checkpoint[/bold] {escape(str(info['path']))} ({escape(str(info['model_type']))}, {state})")
     console.print(f"labels: {_kv(info['labels'])}", markup=False)
     console.print(
         f"parameters: {info['params']['total']:,} total, {info['params']['encoder']:,} in the encoder; "

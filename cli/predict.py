@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
 from cli._options import QuietOpt
+
+READ_SIZE = 1 << 16
 
 
 def command(
@@ -36,22 +38,40 @@ def command(
         raise ConfigError(f"--batch-size must be a positive integer, got {batch_size}")
     runtime = Runtime(artifact, threads=threads)
     if texts:
-        source: Iterable[str] = texts
+        batches = _chunks(texts, batch_size)
     elif file is not None:
-        source = _file_lines(file)
+        batches = _chunks(_file_lines(file), batch_size)
     else:
         if sys.stdin is None or sys.stdin.isatty():
             raise ConfigError('no input: pass TEXT arguments, --file F, or pipe lines on stdin (`echo "text" | ...`)')
-        source = (line.rstrip("\r\n") for line in sys.stdin)
-    for chunk in _chunks(source, batch_size):
-        for result in runtime.predict(chunk, batch_size=batch_size):
-            typer.echo(_json_line(result))
+        batches = _stdin_batches(sys.stdin, batch_size)
+    try:
+        for batch in batches:
+            out = sys.stdout
+            out.write("".join(_json_line(r) + "\n" for r in runtime.predict(batch, batch_size=batch_size)))
+            out.flush()  # a pipe is block-buffered: without this, answers would wait for 8 KB of others
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): a normal end of the output, not an error.
+        _discard_stdout()
 
 
 def _json_line(result: dict) -> str:
     import json
 
     return json.dumps({"label": result["label"], "score": round(result["score"], 6)}, ensure_ascii=False)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of what is still buffered cannot fail."""
+    # Otherwise Python prints "Exception ignored ... BrokenPipeError" at exit and exits 120.
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests): nothing to flush later
+        pass
 
 
 def _file_lines(path: Path) -> Iterator[str]:
@@ -68,7 +88,7 @@ def _file_lines(path: Path) -> Iterator[str]:
 
 
 def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
-    """Batches of lines, so a long stdin stream prints results as it goes."""
+    """Batches of `size` lines (the last one shorter)."""
     chunk: list[str] = []
     for line in lines:
         chunk.append(line)
@@ -77,3 +97,66 @@ def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def _stdin_batches(stream: TextIO, size: int) -> Iterator[list[str]]:
+    """Lines of `stream` in batches of at most `size`, each answered as soon as its line has arrived."""
+    # A batch holds the lines already available: it never waits for more input. A real file descriptor is read
+    # directly (`select` tells what is there without blocking); an in-memory stream (tests) never blocks.
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: StringIO and friends
+        yield from _chunks((line.rstrip("\r\n") for line in stream), size)
+        return
+    yield from _fd_batches(fd, size, getattr(stream, "encoding", None) or "utf-8")
+
+
+def _fd_batches(fd: int, size: int, encoding: str) -> Iterator[list[str]]:
+    """Batches of the lines of `fd`: wait for one whole line, then add only what is already there."""
+    import os
+
+    from compressor.errors import DataError
+
+    buf = bytearray()
+    number = 0  # lines decoded so far, for error messages
+    eof = False
+    while buf or not eof:
+        # Wait (block) for one whole line, or the end of the input ...
+        newlines = buf.count(b"\n")
+        while not eof and newlines == 0:
+            chunk = os.read(fd, READ_SIZE)
+            eof = not chunk
+            buf += chunk
+            newlines += chunk.count(b"\n")
+        # ... then add only what is already there, up to a full batch, without waiting.
+        while not eof and newlines < size and _readable(fd):
+            chunk = os.read(fd, READ_SIZE)
+            eof = not chunk
+            buf += chunk
+            newlines += chunk.count(b"\n")
+        raw = buf.split(b"\n")
+        rest = raw.pop()  # after the last newline: a partial line, or b"" when the input ends with one
+        if eof and rest:
+            raw.append(rest)
+            rest = b""
+        buf = bytearray(rest)
+        lines: list[str] = []
+        for line in raw:
+            number += 1
+            try:
+                lines.append(line.decode(encoding).rstrip("\r"))
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"stdin line {number} is not {encoding} text (byte {err.start}); re-encode it as UTF-8"
+                ) from None
+        yield from _chunks(lines, size)
+
+
+def _readable(fd: int) -> bool:
+    """Whether reading `fd` would return at once (data or end of input) rather than wait."""
+    import select
+
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):  # select() on a pipe is POSIX only: batch just the lines already read
+        return False

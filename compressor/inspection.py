@@ -60,23 +60,24 @@ def layer_rows(structure: dict[str, Any] | None) -> list[dict[str, int]]:
 
 def inspect_artifact(path: Path) -> dict[str, Any]:
     """Manifest summary, integrity, file sizes, op counts, quantization/fusion/gate results, per-layer structure."""
-    from exporters.manifest import MODEL_NAME, read_manifest, verify_artifact
-    from exporters.runtime import check_external_data
+    # `integrity` is "ok" only when `compressor predict` would load the artifact (every listed file present with its
+    # hash, no path leaving the artifact, config and graph consistent); otherwise the error predict would print.
+    from exporters.manifest import MODEL_NAME, artifact_file, is_file, read_manifest
 
     manifest = read_manifest(path)
-    try:
-        verify_artifact(path)
-        check_external_data(path / MODEL_NAME, manifest)  # reads locations only, never the data
-        integrity = "ok"
-    except ArtifactError as err:
-        integrity = str(err)
-    files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
+    integrity = artifact_integrity(path)
+    files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if is_file(p)}
     ops: dict[str, int] = {}
-    if (path / MODEL_NAME).is_file():
+    try:
+        model = artifact_file(path, MODEL_NAME)
+    except ArtifactError:  # a graph outside the artifact is not read, not even to count ops (integrity says why)
+        model = None
+    if model is not None and is_file(model):
         try:
-            ops = op_counts(path / MODEL_NAME)
+            ops = op_counts(model)
         except ArtifactError as err:  # a damaged graph is still worth describing: say so in `integrity`
             integrity = str(err) if integrity == "ok" else f"{integrity}; {err}"
+    stages = manifest.get("stages")
     return {
         "kind": "artifact",
         "path": str(path),
@@ -84,7 +85,8 @@ def inspect_artifact(path: Path) -> dict[str, Any]:
         "schema": manifest.get("schema"),
         "source": manifest.get("source"),
         "stages": [
-            s.get("stage", s.get("kind", "?")) if isinstance(s, dict) else str(s) for s in manifest.get("stages") or []
+            s.get("stage", s.get("kind", "?")) if isinstance(s, dict) else str(s)
+            for s in (stages if isinstance(stages, list) else [])
         ],
         "opset": manifest.get("opset"),
         "max_length": manifest.get("max_length"),
@@ -97,18 +99,49 @@ def inspect_artifact(path: Path) -> dict[str, Any]:
         "fusion": manifest.get("fusion"),
         "accuracy": manifest.get("accuracy"),
         "latency": manifest.get("latency"),
-        "layers": layer_rows(manifest.get("structure")),
+        "layers": _artifact_layers(manifest.get("structure")),
     }
 
 
+def artifact_integrity(path: Path) -> str:
+    """`ok` when the runtime loads the artifact (the checks of `predict`), else the one-line reason it refuses it."""
+    import logging
+
+    from exporters.runtime import Runtime
+
+    runtime_log = logging.getLogger("exporters.runtime")
+    level = runtime_log.level
+    runtime_log.setLevel(logging.WARNING)  # its "loaded …" line is for predict, not for inspect's report
+    try:
+        Runtime(path, threads=1)
+    except ArtifactError as err:
+        return str(err)
+    finally:
+        runtime_log.setLevel(level)
+    return "ok"
+
+
+def _artifact_layers(structure: Any) -> list[dict[str, int]]:
+    """`layer_rows` of the manifest's structure; [] when it is not what export writes."""
+    # The manifest is not covered by its own hashes: any JSON can be there, and inspect must still describe it.
+    try:
+        return layer_rows(structure if isinstance(structure, dict) else None)
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return []
+
+
 def op_counts(model_path: Path) -> dict[str, int]:
-    """Node count per op type (with its domain when not the default one), largest first."""
-    import onnx
-    from google.protobuf.message import DecodeError
+    """Node count per op type (with its domain when not the default one), largest first; empty on an edge install
+    without the `onnx` package (the graph is described without its op counts)."""
+    try:
+        import onnx
+        from google.protobuf.message import DecodeError
+    except ModuleNotFoundError:
+        return {}
 
     try:
         model = onnx.load(str(model_path), load_external_data=False)
-    except (DecodeError, ValueError, OSError) as err:
+    except (DecodeError, ValueError, OSError, RecursionError) as err:
         raise ArtifactError(f"`{model_path}` is not an ONNX model ({str(err)[:200]}); re-export it") from None
     counts = Counter(
         f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type for n in model.graph.node
@@ -145,7 +178,7 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
 
 def inspect_run(path: Path) -> dict[str, Any]:
     """A pipeline run directory (finished or interrupted): its stages, their status and the final table."""
-    from compressor.report import summarise_run
+    from compressor.stages.report import summarise_run
 
     stages = [p.name for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     return {"kind": "run", "path": str(path), "stages": stages, "report": summarise_run(path)}

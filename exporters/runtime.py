@@ -1,25 +1,34 @@
 """Edge inference: an ONNX Runtime session plus the artifact's tokenizer. Never imports torch or transformers.
 
-Imports only onnxruntime, tokenizers, numpy, the standard library, `exporters.manifest` and `compressor.errors`
-(both pure Python; `compressor/__init__.py` is lazy), so `compressor predict` starts fast and installs small.
+Imports only onnxruntime, tokenizers, numpy, the standard library, `exporters.manifest`, `compressor.errors` and
+`compressor.fs` (all pure Python; `compressor/__init__.py` is lazy), so `compressor predict` starts fast and
+installs small.
 
-Loading an artifact:
-1. `verify_artifact` checks `compressor.json` and the sha256 of `model.onnx` (tampering → ArtifactError).
-2. External data is checked *before* ONNX Runtime opens the file: every tensor's external-data `location` must
-   stay inside the artifact directory and, when verifying, be listed in the manifest with a matching hash.
-   We read the protobuf wire format ourselves (a few dozen lines, below) instead of `onnx.load`, because `onnx`
-   is not part of the runtime install, and instead of relying on ONNX Runtime, whose own path check only exists
-   in recent releases (about 1.24 on) and not in the older ones our `runtime` extra allows.
-3. An `InferenceSession` on CPU: `intra_op_num_threads=threads`, one inter-op thread, sequential execution,
-   all graph optimisations.
+An artifact is untrusted input. Loading one:
+1. `verify_artifact` checks `compressor.json` and every file it lists (present, inside the artifact, same size and
+   sha256), and that the graph and the tokenizer and config files are listed; a file added or changed after export
+   is refused before anything reads it.
+2. No file is read through a path that resolves outside the artifact directory (a symlinked model.onnx, config or
+   tokenizer is refused like external data pointing at `../secret.bin`).
+3. External data is checked *before* ONNX Runtime opens the graph: every tensor's external-data `location` must
+   stay inside the artifact directory and, when verifying, be listed in the manifest. We read the protobuf wire
+   format ourselves (a few dozen lines, below) instead of `onnx.load`, because `onnx` is not part of the runtime
+   install, and instead of relying on ONNX Runtime, whose own path check only exists in recent releases (about
+   1.24 on) and not in the older ones our `runtime` extra allows.
+4. config.json, tokenizer.json and tokenizer_config.json are parsed defensively (`read_artifact_config`): labels
+   must be the ids 0..N-1 mapped to strings, the tokenizer's ids must fit the model's vocabulary.
+5. An `InferenceSession` on CPU: `intra_op_num_threads=threads`, one inter-op thread, sequential execution,
+   all graph optimisations. Its inputs and output must fit the runtime and config.json (`check_graph`): inputs
+   among input_ids/attention_mask/token_type_ids (the first two required, and as recorded in the manifest),
+   logits of shape (batch, labels); a symbolic label width is checked on every output instead.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +37,29 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from compressor.errors import ArtifactError, ConfigError
-from exporters.manifest import MANIFEST_NAME, MODEL_NAME, read_manifest, sha256, verify_artifact
+from exporters.manifest import (
+    MANIFEST_NAME,
+    MODEL_NAME,
+    artifact_file,
+    check_file,
+    is_file,
+    listed_files,
+    read_json_object,
+    read_manifest,
+    short_repr,
+    verify_artifact,
+)
 
 logger = logging.getLogger(__name__)
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+REQUIRED_INPUTS = ("input_ids", "attention_mask")
+FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)")
 DEFAULT_MAX_LENGTH = 128
+DEFAULT_MAX_POSITIONS = 512
+CONFIG_NAME = "config.json"
+TOKENIZER_NAME = "tokenizer.json"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 
 # ONNX Runtime raises its own exception types (plain `Exception` subclasses); only these mean "bad model file".
 _ORT_ERRORS: tuple[type[BaseException], ...] = tuple(
@@ -53,6 +79,29 @@ _ORT_ERRORS: tuple[type[BaseException], ...] = tuple(
     if hasattr(ort.capi.onnxruntime_pybind11_state, name)
 ) + (RuntimeError,)
 
+# Every ONNX Runtime error reaches the user as one ArtifactError line; its own log line (printed to stderr before it
+# raises, e.g. for a token id beyond the embedding) would be a second, confusing one. 4 = fatal only.
+_ORT_QUIET = 4
+
+
+@dataclass
+class ArtifactConfig:
+    """What the runtime takes from config.json, tokenizer.json and tokenizer_config.json, checked."""
+
+    config: dict[str, Any]
+    id2label: dict[int, str]
+    max_positions: int
+    max_length: int
+    pad_id: int
+    tokenizer: Tokenizer
+    vocab_size: int | None = None
+    type_vocab_size: int | None = None
+
+    @property
+    def num_labels(self) -> int:
+        """How many logits the graph must return per text."""
+        return len(self.id2label)
+
 
 class Runtime:
     """A loaded artifact: tokenize, run, softmax. Thread count is fixed at load time.
@@ -61,43 +110,42 @@ class Runtime:
         path: an artifact directory (holding `model.onnx`), or a `.onnx` file inside one.
         threads: ONNX Runtime intra-op threads; None lets ONNX Runtime choose (one per physical core).
         verify: check the manifest and file hashes; False also accepts ONNX directories without `compressor.json`
-            (optimum exports, for benchmarking baselines). External data is checked either way.
+            (optimum exports, for benchmarking baselines). Paths, external data, config and graph are checked
+            either way.
     """
 
     def __init__(self, path: str | Path, threads: int | None = None, verify: bool = True) -> None:
         path = Path(path)
         if threads is not None and threads < 1:
             raise ConfigError(f"`threads` must be a positive integer, got {threads!r}")
-        if path.is_file() and path.suffix == ".onnx":
-            self.dir, self.model_path = path.parent, path
+        if path.suffix == ".onnx" and not path.is_dir():
+            self.dir, model_name = path.parent, path.name
         else:
-            self.dir, self.model_path = path, path / MODEL_NAME
+            self.dir, model_name = path, MODEL_NAME
         if not self.dir.is_dir():
             raise ArtifactError(f"artifact `{path}` not found; pass a directory written by `compressor export`")
-        self.manifest = _verify(self.dir, self.model_path) if verify else _optional_manifest(self.dir)
-        if not self.model_path.is_file():
-            raise ArtifactError(f"artifact `{self.dir}` has no {self.model_path.name}; re-export it")
-        self.external_files = check_external_data(self.model_path, self.manifest if verify else None)
-        self.config = _read_json(self.dir / "config.json", required=True)
-        self.id2label = {int(k): str(v) for k, v in (self.config.get("id2label") or {}).items()}
-        self.tokenizer = _load_tokenizer(self.dir)
-        self.pad_id = _pad_id(self.dir, self.tokenizer, self.config)
-        self.max_positions = int(self.config.get("max_position_embeddings") or 512)
-        limit = (self.manifest or {}).get("max_length") or _tokenizer_max_length(self.dir) or DEFAULT_MAX_LENGTH
-        self.max_length = min(int(limit), self.max_positions)
+        self.manifest = verify_artifact(self.dir, model_name) if verify else _optional_manifest(self.dir)
+        self.model_path = artifact_file(self.dir, model_name)
+        if not is_file(self.model_path):
+            raise ArtifactError(f"artifact `{self.dir}` has no {model_name}; re-export it")
+        self.external_files = check_external_data(self.model_path, self.manifest if verify else None, hashed=True)
+        settings = read_artifact_config(self.dir, self.manifest)
+        self.config = settings.config
+        self.id2label = settings.id2label
+        self.num_labels = settings.num_labels
+        self.tokenizer = settings.tokenizer
+        self.pad_id = settings.pad_id
+        self.max_positions = settings.max_positions
+        self.max_length = settings.max_length
+        self._id_limits = {"input_ids": settings.vocab_size, "token_type_ids": settings.type_vocab_size}
         self.threads = threads
         self.session = _session(self.model_path, threads)
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        unknown = [n for n in self.input_names if n not in INPUT_NAMES]
-        if unknown:
-            raise ArtifactError(
-                f"`{self.model_path}` expects input(s) {', '.join(unknown)}; the runtime feeds only "
-                f"{', '.join(INPUT_NAMES)}"
-            )
-        outputs = [o.name for o in self.session.get_outputs()]
-        self.output_name = "logits" if "logits" in outputs else outputs[0]
-        if not self.id2label:
-            self.id2label = {i: f"LABEL_{i}" for i in range(int(self.config.get("num_labels") or 2))}
+        recorded = None if self.manifest is None else self.manifest.get("inputs")
+        self.input_names, self.output_name = check_graph(
+            self.session, self.model_path, self.num_labels, recorded_inputs=recorded
+        )
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = _ORT_QUIET
         logger.info("loaded %s (%s threads, max_length %d)", self.model_path, threads or "default", self.max_length)
 
     @property
@@ -126,7 +174,15 @@ class Runtime:
             limit = pad_to
         self.tokenizer.enable_truncation(max_length=limit)
         inputs = texts if pairs is None else list(zip(texts, pairs, strict=True))
-        encodings = self.tokenizer.encode_batch(inputs) if inputs else []
+        try:
+            encodings = self.tokenizer.encode_batch(inputs) if inputs else []
+        except BaseException as err:  # a bare `Exception` (a pair too long to truncate) or pyo3's PanicException
+            if isinstance(err, KeyboardInterrupt | SystemExit):
+                raise
+            raise ArtifactError(
+                f"`{self.dir / TOKENIZER_NAME}` cannot tokenize the input to {limit} tokens ({_first_line(err)}); "
+                "re-export the artifact"
+            ) from None
         width = pad_to or max((len(e.ids) for e in encodings), default=0)
         ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
@@ -136,7 +192,17 @@ class Runtime:
             ids[row, :n] = enc.ids
             mask[row, :n] = enc.attention_mask
             types[row, :n] = enc.type_ids
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        # A tokenizer whose special tokens or type ids exceed the model's tables would fail deep inside ONNX
+        # Runtime (an out-of-range Gather that blames model.onnx): name the tokenizer instead.
+        for name, limit in self._id_limits.items():
+            if limit is not None and feed[name].size and int(feed[name].max()) >= limit:
+                raise ArtifactError(
+                    f"`{self.dir / TOKENIZER_NAME}` produced {name} up to {int(feed[name].max())} but "
+                    f"`{self.dir / CONFIG_NAME}` allows fewer than {limit}; the tokenizer belongs to another model; "
+                    "re-export the artifact"
+                )
+        return feed
 
     def run_feed(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph on encoded inputs (extra keys are ignored); returns logits `(batch, num_labels)`."""
@@ -144,10 +210,20 @@ class Runtime:
         if missing:
             raise ConfigError(f"the feed lacks input(s) {', '.join(missing)} that `{self.model_path}` needs")
         try:
-            return self.session.run([self.output_name], {n: feed[n] for n in self.input_names})[0]
+            out = self.session.run([self.output_name], {n: feed[n] for n in self.input_names}, self._run_options)[0]
         except _ORT_ERRORS as err:
-            first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
-            raise ArtifactError(f"`{self.model_path}` failed to run: {first}") from None
+            raise ArtifactError(f"`{self.model_path}` failed to run: {_first_line(err)}") from None
+        # The declared shape may leave the label width symbolic (and a graph may lie about its shapes): a few
+        # attribute reads per call make sure no caller ever sees logits that do not fit config.json's labels.
+        batch = len(feed["input_ids"])
+        if not isinstance(out, np.ndarray) or out.shape != (batch, self.num_labels):
+            found = f"shape {tuple(out.shape)}" if isinstance(out, np.ndarray) else f"a {type(out).__name__}"
+            raise ArtifactError(
+                f"`{self.model_path}` returned {self.output_name} of {found} for {batch} text(s), expected "
+                f"({batch}, {self.num_labels}) for the {self.num_labels} labels in {CONFIG_NAME}; the graph and "
+                f"{CONFIG_NAME} do not belong together; re-export the artifact"
+            )
+        return out
 
     def logits(
         self, texts: str | Sequence[str], pairs: Sequence[str] | None = None, pad_to: int | None = None
@@ -165,11 +241,13 @@ class Runtime:
         results: list[dict[str, Any]] = []
         for start in range(0, len(texts), batch_size):
             chunk_pairs = None if pairs is None else pairs[start : start + batch_size]
-            probs = softmax(self.logits(texts[start : start + batch_size], chunk_pairs))
+            logits = self.logits(texts[start : start + batch_size], chunk_pairs)
+            if not np.isfinite(logits).all():  # NaN scores would print as `NaN`, which is not JSON
+                raise ArtifactError(f"`{self.model_path}` returned NaN or infinite logits; re-export the artifact")
+            probs = softmax(logits)
             best = probs.argmax(axis=-1)
             for row, label_id in enumerate(best):
-                label = self.id2label.get(int(label_id), f"LABEL_{int(label_id)}")
-                results.append({"label": label, "score": float(probs[row, label_id])})
+                results.append({"label": self.id2label[int(label_id)], "score": float(probs[row, label_id])})
         return results
 
 
@@ -178,6 +256,107 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def read_artifact_config(artifact_dir: Path, manifest: dict[str, Any] | None = None) -> ArtifactConfig:
+    """Parse and check config.json, tokenizer.json and tokenizer_config.json (any problem: an ArtifactError).
+
+    Args:
+        manifest: the artifact's manifest, if any: its `max_length` caps the tokenizer's.
+    """
+    artifact_dir = Path(artifact_dir)
+    config_path = artifact_file(artifact_dir, CONFIG_NAME)
+    if not is_file(config_path):
+        raise ArtifactError(f"artifact `{artifact_dir}` has no {CONFIG_NAME}; re-export it")
+    config = read_json_object(config_path)
+    id2label = _labels(config, config_path)
+    vocab_size = _config_int(config, "vocab_size", config_path, None, minimum=1)
+    type_vocab_size = _config_int(config, "type_vocab_size", config_path, None, minimum=1)
+    max_positions = _config_int(config, "max_position_embeddings", config_path, DEFAULT_MAX_POSITIONS, minimum=2)
+    tok_config_path = artifact_file(artifact_dir, TOKENIZER_CONFIG_NAME)
+    tok_config = read_json_object(tok_config_path) if is_file(tok_config_path) else {}
+    tokenizer = _load_tokenizer(artifact_dir, vocab_size, config_path)
+    pad_id = _pad_id(tokenizer, tok_config, config, config_path, vocab_size)
+    limit = (manifest or {}).get("max_length") or _tokenizer_max_length(tok_config) or DEFAULT_MAX_LENGTH
+    return ArtifactConfig(
+        config=config,
+        id2label=id2label,
+        max_positions=max_positions,
+        max_length=min(int(limit), max_positions),
+        pad_id=pad_id,
+        tokenizer=tokenizer,
+        vocab_size=vocab_size,
+        type_vocab_size=type_vocab_size,
+    )
+
+
+def check_graph(
+    session: ort.InferenceSession, model_path: Path, num_labels: int, *, recorded_inputs: list[str] | None = None
+) -> tuple[list[str], str]:
+    """Check that a session's inputs and output fit the runtime and config.json; returns (input names, output).
+
+    Args:
+        num_labels: the labels in config.json: the logits' width, checked here when the graph declares it.
+        recorded_inputs: the manifest's `inputs`, if any: the graph must take exactly these (in any order).
+    """
+    # Inputs: int64 (batch, sequence), input_ids and attention_mask required, token_type_ids allowed, nothing else.
+    # Output (`logits`, else the first): float, rank 2; a symbolic width is left to run_feed, which sees the data.
+    inputs = session.get_inputs()
+    names = [i.name for i in inputs]
+    unknown = [n for n in names if n not in INPUT_NAMES]
+    if unknown:
+        raise ArtifactError(
+            f"`{model_path}` expects input(s) {_names(unknown)}; the runtime feeds only "
+            f"{', '.join(INPUT_NAMES)}; re-export the artifact"
+        )
+    missing = [n for n in REQUIRED_INPUTS if n not in names]
+    if missing:
+        raise ArtifactError(
+            f"`{model_path}` has no {' or '.join(missing)} input (it takes {_names(names)}); the "
+            f"runtime needs {' and '.join(REQUIRED_INPUTS)}; re-export the artifact"
+        )
+    for i in inputs:
+        if i.type != "tensor(int64)" or (i.shape and len(i.shape) != 2):
+            raise ArtifactError(
+                f"`{model_path}` expects {_names([i.name])} as {i.type} of shape {_shape(i.shape)}; the runtime "
+                "feeds int64 (batch, sequence); re-export the artifact"
+            )
+    if recorded_inputs is not None and sorted(recorded_inputs) != sorted(names):
+        raise ArtifactError(
+            f"`{model_path}` takes inputs {_names(names)} but {MANIFEST_NAME} records {_names(recorded_inputs)}; "
+            "re-export the artifact"
+        )
+    outputs = session.get_outputs()
+    if not outputs:
+        raise ArtifactError(f"`{model_path}` has no outputs; re-export the artifact")
+    output = next((o for o in outputs if o.name == "logits"), outputs[0])
+    if output.type not in FLOAT_TYPES:
+        raise ArtifactError(
+            f"`{model_path}` returns {output.name} as {output.type}, expected float logits; re-export the artifact"
+        )
+    shape = output.shape  # [] when the graph declares no shape: then only run_feed can check it
+    if shape and (len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != num_labels)):
+        raise ArtifactError(
+            f"`{model_path}` returns {output.name} of shape {_shape(shape)}, expected (batch, {num_labels}) for "
+            f"the {num_labels} labels in {CONFIG_NAME}; the graph and {CONFIG_NAME} do not belong together; "
+            "re-export the artifact"
+        )
+    return names, output.name
+
+
+def _names(names: Sequence[str]) -> str:
+    """Graph input names for a message, cut short: a graph can name its inputs anything."""
+    text = ", ".join(names) or "none"
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _shape(shape: list[Any] | None) -> str:
+    return "(" + ", ".join(str(d) for d in shape or []) + ("," if len(shape or []) == 1 else "") + ")"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def _as_list(texts: str | Sequence[str]) -> list[str]:
@@ -190,70 +369,104 @@ def _as_list(texts: str | Sequence[str]) -> list[str]:
     return texts
 
 
-def _verify(artifact_dir: Path, model_path: Path) -> dict[str, Any]:
-    if model_path.name == MODEL_NAME:
-        return verify_artifact(artifact_dir)
-    manifest = read_manifest(artifact_dir)  # a differently named graph (e.g. model_quantized.onnx): same check
-    _check_hash(artifact_dir, model_path.name, manifest)
-    return manifest
-
-
-def _check_hash(artifact_dir: Path, rel: str, manifest: dict[str, Any]) -> None:
-    """The file `rel` (relative to the artifact) must be listed in the manifest with the same sha256."""
-    expected = (manifest.get("files") or {}).get(rel, {}).get("sha256")
-    if expected is None:
-        raise ArtifactError(f"`{artifact_dir / MANIFEST_NAME}` records no hash for {rel}; re-export the artifact")
-    if not (artifact_dir / rel).is_file():
-        raise ArtifactError(f"artifact `{artifact_dir}` has no {rel}; re-export it")
-    if sha256(artifact_dir / rel) != expected:
-        raise ArtifactError(
-            f"`{artifact_dir / rel}` does not match the hash in {MANIFEST_NAME}: it was modified or corrupted; "
-            "re-export it"
-        )
-
-
 def _optional_manifest(artifact_dir: Path) -> dict[str, Any] | None:
-    return read_manifest(artifact_dir) if (artifact_dir / MANIFEST_NAME).is_file() else None
+    return read_manifest(artifact_dir) if is_file(artifact_dir / MANIFEST_NAME) else None
 
 
-def _read_json(path: Path, *, required: bool) -> dict[str, Any]:
-    if not path.is_file():
-        if required:
-            raise ArtifactError(f"artifact `{path.parent}` has no {path.name}; re-export it")
-        return {}
+def _labels(config: dict[str, Any], path: Path) -> dict[int, str]:
+    """config.json's id2label (the ids 0..N-1 mapped to strings), or LABEL_i for `num_labels` (default 2)."""
+    num_labels = _config_int(config, "num_labels", path, None, minimum=1)
+    raw = config.get("id2label")
+    if raw is None:
+        return {i: f"LABEL_{i}" for i in range(num_labels or 2)}
+    if not isinstance(raw, dict) or not raw:
+        raise ArtifactError(
+            f"`{path}` has id2label {short_repr(raw)}, not an object of label ids to names; re-export the artifact"
+        )
+    # Exactly the keys "0".."N-1" (JSON keys are strings): no gaps, no "01", no "-1", no non-numbers.
+    expected = {str(i) for i in range(len(raw))}
+    bad_key = next((k for k in raw if k not in expected), None)
+    if bad_key is not None:
+        raise ArtifactError(
+            f"`{path}` has id2label key {short_repr(bad_key)}: label ids must be the integers 0..{len(raw) - 1}; "
+            "re-export the artifact"
+        )
+    bad = next(((k, v) for k, v in raw.items() if not isinstance(v, str)), None)
+    if bad is not None:
+        raise ArtifactError(
+            f"`{path}` has label {short_repr(bad[1])} for id {bad[0]}: label names must be strings; "
+            "re-export the artifact"
+        )
+    if num_labels is not None and num_labels != len(raw):
+        raise ArtifactError(
+            f"`{path}` has num_labels {num_labels} but {len(raw)} labels in id2label; re-export the artifact"
+        )
+    return {int(k): v for k, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
+
+
+def _config_int(config: dict[str, Any], key: str, path: Path, default: int | None, *, minimum: int) -> int | None:
+    value = config.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ArtifactError(
+            f"`{path}` has {key} {short_repr(value)}, not an integer of at least {minimum}; re-export the artifact"
+        )
+    return value
+
+
+def _load_tokenizer(artifact_dir: Path, vocab_size: int | None, config_path: Path) -> Tokenizer:
+    path = artifact_file(artifact_dir, TOKENIZER_NAME)
+    if not is_file(path):
+        raise ArtifactError(f"artifact `{artifact_dir}` has no {TOKENIZER_NAME}; re-export it with its fast tokenizer")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ArtifactError(f"`{path}` is not valid JSON; the artifact is damaged; re-export it") from None
-    if not isinstance(data, dict):
-        raise ArtifactError(f"`{path}` is not a JSON object; the artifact is damaged; re-export it")
-    return data
-
-
-def _load_tokenizer(artifact_dir: Path) -> Tokenizer:
-    path = artifact_dir / "tokenizer.json"
-    if not path.is_file():
-        raise ArtifactError(f"artifact `{artifact_dir}` has no tokenizer.json; re-export it with its fast tokenizer")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ArtifactError(f"`{path}` is not UTF-8 text; the artifact is damaged; re-export it") from None
+    except OSError as err:
+        raise ArtifactError(f"`{path}` cannot be read ({err.strerror or err}); check its permissions") from None
     try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as err:  # tokenizers raises a bare `Exception` for malformed files
-        raise ArtifactError(f"`{path}` cannot be loaded as a tokenizer ({str(err)[:200]}); re-export it") from None
+        tokenizer = Tokenizer.from_str(text)
+    except BaseException as err:  # a bare `Exception`, or pyo3's PanicException (a BaseException) on odd input
+        if isinstance(err, KeyboardInterrupt | SystemExit):
+            raise
+        raise ArtifactError(
+            f"`{path}` cannot be loaded as a tokenizer ({_first_line(err)[:200]}); re-export it"
+        ) from None
     tokenizer.no_padding()  # we pad ourselves (to the batch's longest row, or to `pad_to`)
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    top = max(vocab.values(), default=-1)
+    if vocab_size is not None and top >= vocab_size:
+        # A tokenizer of another model: its ids would index past the embedding (an ONNX Runtime error at run time).
+        raise ArtifactError(
+            f"`{path}` produces token ids up to {top} but `{config_path}` has vocab_size {vocab_size}; the "
+            "tokenizer belongs to another model; re-export the artifact"
+        )
     return tokenizer
 
 
-def _tokenizer_max_length(artifact_dir: Path) -> int | None:
-    value = _read_json(artifact_dir / "tokenizer_config.json", required=False).get("model_max_length")
-    return int(value) if isinstance(value, int | float) and 0 < value < 1_000_000 else None
+def _tokenizer_max_length(tok_config: dict[str, Any]) -> int | None:
+    value = tok_config.get("model_max_length")
+    # transformers writes a huge float (1e30) for "no limit": then the manifest or the default decides.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 2 <= value < 1_000_000:
+        return None
+    return int(value)
 
 
-def _pad_id(artifact_dir: Path, tokenizer: Tokenizer, config: dict[str, Any]) -> int:
-    pad_token = _read_json(artifact_dir / "tokenizer_config.json", required=False).get("pad_token")
+def _pad_id(
+    tokenizer: Tokenizer, tok_config: dict[str, Any], config: dict[str, Any], config_path: Path, vocab: int | None
+) -> int:
+    pad_token = tok_config.get("pad_token")
     if isinstance(pad_token, dict):  # older tokenizer_config.json stores AddedToken dicts
         pad_token = pad_token.get("content")
     if isinstance(pad_token, str) and tokenizer.token_to_id(pad_token) is not None:
         return int(tokenizer.token_to_id(pad_token))
-    return int(config.get("pad_token_id") or 0)
+    pad_id = _config_int(config, "pad_token_id", config_path, 0, minimum=0)
+    if vocab is not None and pad_id >= vocab:
+        raise ArtifactError(
+            f"`{config_path}` has pad_token_id {pad_id}, beyond its vocab_size {vocab}; re-export the artifact"
+        )
+    return pad_id
 
 
 def _session(model_path: Path, threads: int | None) -> ort.InferenceSession:
@@ -262,12 +475,13 @@ def _session(model_path: Path, threads: int | None) -> ort.InferenceSession:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only: fusion notices are not for users
+    options.log_severity_level = _ORT_QUIET  # fusion notices are not for users; errors are raised (below)
     try:
         return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     except _ORT_ERRORS as err:
-        first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
-        raise ArtifactError(f"`{model_path}` is not a loadable ONNX model ({first}); re-export it") from None
+        raise ArtifactError(
+            f"`{model_path}` is not a loadable ONNX model ({_first_line(err)}); re-export it"
+        ) from None
 
 
 # --- external data: a minimal reader of the ONNX protobuf wire format ------------------------------------------
@@ -345,28 +559,47 @@ def external_locations(data: bytes) -> list[str]:
     return found
 
 
-def check_external_data(model_path: Path, manifest: dict[str, Any] | None = None) -> list[Path]:
-    """Refuse external data outside the model's directory; with a manifest, also check each file's hash.
+def check_external_data(
+    model_path: Path, manifest: dict[str, Any] | None = None, *, hashed: bool = False
+) -> list[Path]:
+    """Refuse external data outside the model's directory; with a manifest, each file must be listed with its hash.
+
+    Args:
+        hashed: the manifest's files were already checked (`verify_artifact`): only require each to be listed.
 
     Returns the external data files (resolved). Raises ArtifactError when the file is not an ONNX protobuf.
     """
+    model_path = artifact_file(model_path.parent, model_path.name)
     try:
         locations = external_locations(model_path.read_bytes())
     except _WireError:
         raise ArtifactError(
             f"`{model_path}` is not an ONNX model (it does not parse as an ONNX protobuf); re-export it"
         ) from None
+    except OSError as err:
+        raise ArtifactError(f"`{model_path}` cannot be read ({err.strerror or err}); check its permissions") from None
     base = model_path.parent.resolve()
     files: list[Path] = []
     for location in dict.fromkeys(locations):
-        target = (base / location).resolve()
-        if os.path.isabs(location) or not target.is_relative_to(base):
-            raise ArtifactError(
-                f"`{model_path}` reads external data from `{location}`, outside its directory; refusing to load it"
-            )
-        if not target.is_file():
+        outside = ArtifactError(
+            f"`{model_path}` reads external data from `{location}`, outside its directory; refusing to load it"
+        )
+        if os.path.isabs(location) or "\x00" in location:
+            raise outside
+        try:
+            target = (base / location).resolve()
+        except (OSError, RuntimeError):  # a symlink loop: not a file we could read
+            raise outside from None
+        if not target.is_relative_to(base):
+            raise outside
+        if not is_file(target):
             raise ArtifactError(f"`{model_path}` needs external data `{location}`, which is missing; re-export it")
         if manifest is not None:
-            _check_hash(base, target.relative_to(base).as_posix(), manifest)
+            rel = target.relative_to(base).as_posix()
+            entry = listed_files(manifest, base / MANIFEST_NAME).get(rel)
+            if entry is None:
+                raise ArtifactError(f"`{base / MANIFEST_NAME}` records no hash for {rel}; re-export the artifact")
+            if not hashed:
+                check_file(base, rel, entry)
         files.append(target)
     return files

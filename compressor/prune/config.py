@@ -26,6 +26,20 @@ class PruneConfig:
     )
     distill_weight: float = field(default=1.0, metadata={"help": "λ in CE + λ·KL(student ‖ teacher)."})
     temperature: float = field(default=2.0, metadata={"help": "Distillation temperature T."})
+    hidden_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the layer-wise loss: MSE of each kept layer's output (and the embeddings') against "
+            "the unpruned model's same layer (TinyBERT, CoFi); 0 = logits only."
+        },
+    )
+    attention_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the attention loss: KL of each kept head's attention distribution against the same "
+            "head of the unpruned model (MiniLM); 0 = off."
+        },
+    )
     lr: float | None = field(
         default=None,
         metadata={"help": "Learning rate of the recovery fine-tune (default: the recovery method's, 5e-5 for full)."},
@@ -80,6 +94,9 @@ class PruneConfig:
             self.recover = "distill"
         if self.temperature <= 0 or self.distill_weight < 0:
             raise ConfigError("`temperature` must be positive and `distill_weight` non-negative")
+        for name in ("hidden_weight", "attention_weight"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"`{name}` must be zero or positive; got {getattr(self, name)!r}")
         if self.lr is not None and not 0 < self.lr < 1:
             raise ConfigError(f"`lr` must be in (0, 1); got {self.lr!r}")
         for name in ("batch_size", "samples", "iterations"):

@@ -9,12 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.arch.structure import ensure_structure
 from compressor.errors import PruneError
 from compressor.methods.api import merge
 from compressor.methods.base import METHODS, count_trainable
 from compressor.prune.config import PruneConfig
 from compressor.train.config import TrainConfig, resolve_device
-from compressor.train.distill import distillation_loss
+from compressor.train.distill import LayerMap, distillation_loss, layerwise_outputs
 from compressor.train.loop import train
 
 
@@ -51,7 +52,16 @@ def distill_(
         logging_steps=max(10, steps // 10),
     )
     teacher.to(resolve_device(cfg.device))  # the Trainer moves the student there; the teacher must follow
-    kl = distillation_loss(teacher, weight=config.distill_weight, temperature=config.temperature)
+    hidden, attention = config.hidden_weight > 0, config.attention_weight > 0
+    layers = LayerMap.between(ensure_structure(model), ensure_structure(teacher)) if hidden or attention else None
+    kl = distillation_loss(
+        teacher,
+        weight=config.distill_weight,
+        temperature=config.temperature,
+        hidden_weight=config.hidden_weight,
+        attention_weight=config.attention_weight,
+        layer_map=layers,
+    )
 
     def extra(m: nn.Module, inputs: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
         loss = kl(m, inputs, outputs)
@@ -59,7 +69,10 @@ def distill_(
 
     wrapped = method.inject(model, method.config_cls())
     trainable = count_trainable(wrapped)
-    with tempfile.TemporaryDirectory(prefix="compressor-distill-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="compressor-distill-") as tmp,
+        layerwise_outputs(model, hidden=hidden, attention=attention),
+    ):
         result = train(
             wrapped,
             tokenizer,

@@ -1,7 +1,17 @@
-"""Distillation losses: logits (Hinton et al. 2015), added to the task loss by the training loop."""
+"""Distillation losses, added to the task loss by the training loop: logits (Hinton et al. 2015), and layer-wise
+hidden states and attention distributions (TinyBERT, Jiao et al. 2020; MiniLM, Wang et al. 2020; CoFi, Xia et
+al. 2022) from the layers and heads a pruned student kept.
+
+A pruned student's layer keeps the id of the teacher layer it came from (`compressor_structure`), and each kept
+head its original id: so student layer i is matched to that teacher layer, and its heads to the same heads, however
+many layers and heads were removed around them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -10,19 +20,101 @@ from torch import nn
 from compressor.train.loop import ExtraLoss
 
 
-def distillation_loss(teacher: nn.Module, *, weight: float = 1.0, temperature: float = 2.0) -> ExtraLoss:
-    """λ·T²·KL(teacher ‖ student) at temperature T, the teacher's logits computed on the fly (Hinton et al. 2015)."""
+@dataclass(frozen=True)
+class LayerMap:
+    """Per student layer: the teacher layer it came from, and the teacher head positions of its heads."""
+
+    layers: list[int]  # teacher layer index of each student layer
+    heads: list[list[int]]  # per student layer, the teacher's head positions of its kept heads
+
+    @classmethod
+    def between(cls, student: dict[str, Any], teacher: dict[str, Any]) -> LayerMap:
+        """From two `compressor_structure` dicts (the student pruned from the teacher)."""
+        by_source = {int(e["source"]): (j, list(e["heads"])) for j, e in enumerate(teacher["layers"])}
+        layers, heads = [], []
+        for i, entry in enumerate(student["layers"]):
+            if int(entry["source"]) not in by_source:
+                raise ValueError(f"student layer {i} (source {entry['source']}) is not a layer of the teacher")
+            j, teacher_heads = by_source[int(entry["source"])]
+            position = {h: k for k, h in enumerate(teacher_heads)}
+            layers.append(j)
+            heads.append([position[h] for h in entry["heads"]])
+        return cls(layers, heads)
+
+
+def distillation_loss(
+    teacher: nn.Module,
+    *,
+    weight: float = 1.0,
+    temperature: float = 2.0,
+    hidden_weight: float = 0.0,
+    attention_weight: float = 0.0,
+    layer_map: LayerMap | None = None,
+) -> ExtraLoss:
+    """λ·T²·KL(teacher ‖ student) on the logits at temperature T, plus the layer-wise terms when their weights are
+    positive: `hidden_weight`·MSE of each student layer's output against its teacher layer's, and
+    `attention_weight`·KL of each kept head's attention distribution against the teacher's same head (real tokens
+    only). The teacher's outputs are computed on the fly, without gradients.
+
+    The student must return hidden states and attentions when the layer-wise terms are on (`layerwise_outputs`).
+    """
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    layerwise = hidden_weight > 0 or attention_weight > 0
+    if layerwise and layer_map is None:
+        raise ValueError("layer-wise distillation needs the student→teacher layer map")
 
     def loss(model: nn.Module, inputs: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
         feed = {k: v for k, v in inputs.items() if k != "labels"}
         with torch.no_grad():
-            t_logits = teacher(**feed).logits
-        return weight * kl_divergence(outputs.logits, t_logits, temperature)
+            t_out = teacher(**feed, output_hidden_states=hidden_weight > 0, output_attentions=attention_weight > 0)
+        total = weight * kl_divergence(outputs.logits, t_out.logits, temperature)
+        mask = inputs["attention_mask"].bool()  # (batch, seq)
+        if hidden_weight > 0:
+            total = total + hidden_weight * hidden_loss(outputs.hidden_states, t_out.hidden_states, layer_map, mask)
+        if attention_weight > 0:
+            total = total + attention_weight * attention_loss(outputs.attentions, t_out.attentions, layer_map, mask)
+        return total
 
     return loss
+
+
+def hidden_loss(
+    student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], layer_map: LayerMap, mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean over the student's layers (and the embeddings) of the MSE on real tokens against the teacher's states.
+
+    hidden_states[0] is the embedding output, hidden_states[i + 1] layer i's output: (batch, seq, hidden).
+    """
+    pairs = [(0, 0)] + [(i + 1, j + 1) for i, j in enumerate(layer_map.layers)]
+    terms = [
+        nn.functional.mse_loss(student[s][mask], teacher[t][mask]) for s, t in pairs
+    ]  # each (tokens, hidden) vs (tokens, hidden)
+    return torch.stack(terms).mean()
+
+
+def attention_loss(
+    student: tuple[torch.Tensor | None, ...],
+    teacher: tuple[torch.Tensor, ...],
+    layer_map: LayerMap,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Mean over the student's kept heads of KL(teacher ‖ student) between attention rows of real query tokens."""
+    terms = []
+    for i, (j, heads) in enumerate(zip(layer_map.layers, layer_map.heads, strict=True)):
+        probs = student[i]
+        if probs is None or not heads:  # a layer without heads attends to nothing
+            continue
+        target = teacher[j][:, heads]  # (batch, kept heads, seq, seq)
+        rows = mask[:, None, :, None].expand_as(probs)  # real query tokens
+        log_s = probs.clamp_min(1e-12).log()
+        log_t = target.clamp_min(1e-12).log()
+        kl = (target * (log_t - log_s)).masked_fill(~rows, 0.0).sum(-1)  # (batch, heads, seq)
+        terms.append(kl.sum() / rows[..., 0].sum().clamp_min(1))
+    if not terms:
+        return mask.new_zeros((), dtype=torch.float32)
+    return torch.stack(terms).mean()
 
 
 def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -31,3 +123,20 @@ def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     log_p_s = nn.functional.log_softmax(student_logits / t, dim=-1)
     log_p_t = nn.functional.log_softmax(teacher_logits / t, dim=-1)
     return nn.functional.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * t * t
+
+
+@contextmanager
+def layerwise_outputs(model: nn.Module, *, hidden: bool, attention: bool) -> Iterator[None]:
+    """Within the block the student returns hidden states and/or attentions (what the layer-wise terms read); the
+    config flags come back afterwards, so nothing of it reaches the saved config or the exported graph."""
+    config = model.config
+    wanted = {"output_hidden_states": hidden, "output_attentions": attention}
+    before = {key: bool(getattr(config, key, False)) for key in wanted}
+    try:
+        for key, on in wanted.items():
+            if on:
+                setattr(config, key, True)
+        yield
+    finally:
+        for key, value in before.items():
+            setattr(config, key, value)

@@ -1,5 +1,6 @@
-"""Untrusted artifacts and run directories: missing or tampered manifests, files that are not ONNX, external data
-that points outside the artifact. `predict` and `benchmark` refuse them; `inspect` describes the damage."""
+"""Untrusted artifacts and run directories: missing or tampered manifests and files, files that are not ONNX, graphs
+that do not fit the labels, external data or symlinks that point outside the artifact. `predict` and `benchmark`
+refuse them; `inspect` describes the damage."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from pathlib import Path
 
 import onnx
 import pytest
+from onnx import TensorProto
 from onnx.external_data_helper import convert_model_to_external_data
 
 from exporters.manifest import write_manifest
+from tests.exporters.test_runtime import INPUTS, edit_json, logits_graph, swap_graph
 from tests.robustness.harness import expect_refusal, expect_success
 
 
@@ -221,6 +224,276 @@ def test_inspect_intact_artifact_is_ok(cli, artifact: Path) -> None:
     result = cli("inspect", artifact, "--json")
     assert result.code == 0, result.err
     assert json.loads(result.out)["integrity"] == "ok"
+
+
+# --- every file the manifest lists is checked, and none may be read from outside the artifact -----------------
+
+
+def test_labels_swapped_in_config(cli, clone, artifact: Path) -> None:
+    """The tester's case: predict printed every label flipped (exit 0) and inspect said `integrity: ok`."""
+    damaged = clone(artifact, "swapped-labels")
+    edit_json(damaged / "config.json", id2label={"0": "positive", "1": "negative"})
+    result = cli("predict", damaged, "a great movie", "-q")
+    expect_refusal(
+        result,
+        case="config.json modified after export (id2label swapped)",
+        code=1,
+        problem="config.json` does not match the hash in compressor.json",
+        fix="re-export it",
+    )
+    assert result.out == ""
+    result = cli("inspect", damaged, "--json", "-q")
+    info = json.loads(result.out)
+    expect_success(
+        result,
+        case="`inspect` of an artifact whose config.json was modified",
+        note=f"exit 0; integrity: {info['integrity']}",
+    )
+    assert "config.json` does not match the hash" in info["integrity"]
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json", "vocab.txt"])
+def test_other_listed_file_modified(cli, clone, artifact: Path, name: str) -> None:
+    damaged = clone(artifact, "modified")
+    with open(damaged / name, "a", encoding="utf-8") as fh:
+        fh.write("\n")
+    result = cli("predict", damaged, "a great movie", "-q")
+    expect_refusal(
+        result,
+        case=f"{name} modified after export",
+        code=1,
+        problem=f"{name}` does not match the hash in compressor.json",
+        fix="re-export it",
+    )
+
+
+def test_listed_file_missing(cli, clone, artifact: Path) -> None:
+    damaged = clone(artifact, "no-vocab")
+    (damaged / "vocab.txt").unlink()
+    result = cli("predict", damaged, "a great movie", "-q")
+    expect_refusal(
+        result,
+        case="a file listed in compressor.json deleted (vocab.txt)",
+        code=1,
+        problem="has no vocab.txt (listed in compressor.json)",
+        fix="re-export it",
+    )
+
+
+def test_file_added_after_export(cli, clone, artifact: Path) -> None:
+    damaged = clone(artifact, "added")
+    text = (damaged / "tokenizer_config.json").read_text(encoding="utf-8")
+    (damaged / "tokenizer_config.json").unlink()
+    _reseal(damaged)
+    (damaged / "tokenizer_config.json").write_text(text, encoding="utf-8")
+    result = cli("predict", damaged, "a great movie", "-q")
+    expect_refusal(
+        result,
+        case="tokenizer_config.json added after export (not in compressor.json)",
+        code=1,
+        problem="records no hash for tokenizer_config.json",
+        fix="re-export the artifact",
+    )
+
+
+def test_tokenizer_of_another_model(cli, clone, artifact: Path) -> None:
+    """The tester's case: an onnxruntime log line and an error blaming model.onnx. Resealed: the hash cannot tell."""
+    damaged = clone(artifact, "other-tokenizer")
+    tokenizer = json.loads((damaged / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["model"]["vocab"] |= {f"word{i}": 100 + i for i in range(50)}
+    (damaged / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    _reseal(damaged)
+    result = cli("predict", damaged, "a great movie", "-q")
+    expect_refusal(
+        result,
+        case="tokenizer.json of another model (larger vocabulary; manifest resealed)",
+        code=1,
+        problem="tokenizer.json` produces token ids up to 149 but",
+        fix="re-export the artifact",
+    )
+
+
+@pytest.mark.parametrize(
+    ("id2label", "problem"),
+    [
+        ({"zero": "negative", "one": "positive"}, "label ids must be the integers 0..1"),
+        ({"0": "negative", "2": "positive"}, "label ids must be the integers 0..1"),
+        ({"0": 0, "1": 1}, "label names must be strings"),
+    ],
+    ids=["names-as-ids", "gap", "integer-names"],
+)
+def test_labels_malformed(cli, clone, artifact: Path, id2label: dict, problem: str) -> None:
+    """The tester's case: non-integer id2label keys gave a traceback. Resealed: only the label check remains."""
+    damaged = clone(artifact, "bad-labels")
+    edit_json(damaged / "config.json", id2label=id2label)
+    _reseal(damaged)
+    result = cli("predict", damaged, "a great movie", "-q")
+    expect_refusal(
+        result, case=f"config.json with id2label {json.dumps(id2label)}", code=1, problem=problem, fix="re-export"
+    )
+
+
+def test_model_symlinked_outside(cli, clone, artifact: Path, tmp_path: Path) -> None:
+    """The tester's case: a model.onnx symlinked outside was accepted (symlinked external data was refused)."""
+    damaged = clone(artifact, "linked-model")
+    outside = tmp_path / "elsewhere.onnx"
+    (damaged / "model.onnx").rename(outside)
+    (damaged / "model.onnx").symlink_to(outside)
+    result = cli("predict", damaged, "a great movie", "-q")
+    expect_refusal(
+        result,
+        case="model.onnx a symlink to a file outside the artifact (same bytes)",
+        code=1,
+        problem="outside the artifact directory",
+        fix="replace the link with the file itself or re-export the artifact",
+    )
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "tokenizer_config.json"])
+def test_runtime_file_symlinked_outside(cli, clone, artifact: Path, tmp_path: Path, name: str) -> None:
+    damaged = clone(artifact, "linked")
+    (damaged / name).rename(tmp_path / name)
+    (damaged / name).symlink_to(tmp_path / name)  # the same bytes: the hash alone would pass
+    result = cli("predict", damaged, "a great movie", "-q")
+    expect_refusal(
+        result,
+        case=f"{name} a symlink to a file outside the artifact (same bytes)",
+        code=1,
+        problem="outside the artifact directory",
+        fix="replace the link with the file itself or re-export the artifact",
+    )
+
+
+def test_manifest_symlinked_outside(cli, clone, artifact: Path, tmp_path: Path) -> None:
+    damaged = clone(artifact, "linked-manifest")
+    (damaged / "compressor.json").rename(tmp_path / "compressor.json")
+    (damaged / "compressor.json").symlink_to(tmp_path / "compressor.json")
+    result = cli("predict", damaged, "a great movie", "-q")
+    expect_refusal(
+        result,
+        case="compressor.json a symlink outside the artifact",
+        code=1,
+        problem="outside the artifact directory",
+        fix="replace the link with the file itself or re-export the artifact",
+    )
+
+
+def test_symlink_inside_the_artifact_is_fine(cli, clone, artifact: Path) -> None:
+    linked = clone(artifact, "linked-inside")
+    (linked / "vocab.txt").rename(linked / "vocab-real.txt")
+    (linked / "vocab.txt").symlink_to("vocab-real.txt")
+    _reseal(linked)
+    result = cli("predict", linked, "a great movie", "-q")
+    expect_success(result, case="a symlink to another file of the same artifact", note="exit 0; predictions printed")
+    assert len(result.out.splitlines()) == 1
+
+
+# --- a graph (resealed into the manifest) that does not fit the labels or the runtime's inputs --------------------
+
+
+@pytest.mark.parametrize(
+    ("graph", "case", "problem"),
+    [
+        (
+            {"rank": 1},
+            "model.onnx returning 1-D logits (batch,)",
+            "returns logits of shape (batch,), expected (batch, 2) for the 2 labels in config.json",
+        ),
+        (
+            {"width": 3},
+            "model.onnx returning 3 logits for the 2 labels of config.json",
+            "returns logits of shape (batch, 3), expected (batch, 2)",
+        ),
+        (
+            {"width": 1},
+            "model.onnx returning 1 logit for the 2 labels of config.json",
+            "returns logits of shape (batch, 1), expected (batch, 2)",
+        ),
+        (
+            {"inputs": ("input_ids", "token_type_ids")},
+            "model.onnx without an attention_mask input",
+            "has no attention_mask input (it takes input_ids, token_type_ids)",
+        ),
+        (
+            {"inputs": (*INPUTS, "position_ids")},
+            "model.onnx with an input the runtime does not feed (position_ids)",
+            "expects input(s) position_ids; the runtime feeds only input_ids, attention_mask, token_type_ids",
+        ),
+        (
+            {"input_type": TensorProto.INT32},
+            "model.onnx taking int32 token ids",
+            "expects input_ids as tensor(int32)",
+        ),
+    ],
+    ids=["rank-1", "width-3", "width-1", "no-attention-mask", "extra-input", "int32-ids"],
+)
+def test_graph_does_not_fit(cli, clone, artifact: Path, graph: dict, case: str, problem: str) -> None:
+    damaged = clone(artifact, "other-graph")
+    swap_graph(damaged, logits_graph(**graph))
+    result = cli("predict", damaged, "a great movie", "-q")
+    expect_refusal(result, case=case + " (predict)", code=1, problem=problem, fix="re-export the artifact")
+
+
+def test_graph_with_1d_logits_in_benchmark(cli, clone, artifact: Path, eval_tsv: Path) -> None:
+    """The tester's case: benchmark printed `accuracy 50.00 %` (exit 0) for 1-D logits."""
+    damaged = clone(artifact, "one-d")
+    swap_graph(damaged, logits_graph(rank=1))
+    result = cli("benchmark", damaged, "--data", eval_tsv, "--runs", "1", "--warmup", "0", "--seq-len", "16", "-q")
+    expect_refusal(
+        result,
+        case="model.onnx returning 1-D logits (benchmark --data)",
+        code=1,
+        problem="expected (batch, 2) for the 2 labels in config.json",
+        fix="re-export the artifact",
+    )
+
+
+@pytest.mark.parametrize(
+    ("graph", "case"),
+    [
+        ({"width": 3, "declared": ["batch", 2]}, "model.onnx declaring 2 logits but returning 3"),
+        ({"per_token": True}, "model.onnx whose logit width is symbolic (one per token)"),
+    ],
+    ids=["lying-shape", "symbolic-width"],
+)
+def test_graph_width_checked_on_first_output(cli, clone, artifact: Path, graph: dict, case: str) -> None:
+    damaged = clone(artifact, "symbolic")
+    swap_graph(damaged, logits_graph(**graph))
+    result = cli("predict", damaged, "a great movie", "-q")
+    line = expect_refusal(
+        result,
+        case=case,
+        code=1,
+        problem="for 1 text(s), expected (1, 2) for the 2 labels in config.json",
+        fix="re-export the artifact",
+    )
+    assert "returned logits of shape (1, " in line
+
+
+def test_graph_inputs_differ_from_manifest(cli, clone, artifact: Path) -> None:
+    damaged = clone(artifact, "inputs")
+    swap_graph(damaged, logits_graph(inputs=("input_ids", "attention_mask")))
+    manifest = _manifest(damaged)
+    manifest["inputs"] = list(INPUTS)
+    (damaged / "compressor.json").write_text(json.dumps(manifest), encoding="utf-8")
+    result = cli("predict", damaged, "a great movie", "-q")
+    expect_refusal(
+        result,
+        case="model.onnx whose inputs differ from the manifest's `inputs`",
+        code=1,
+        problem="takes inputs input_ids, attention_mask but compressor.json records input_ids, attention_mask, "
+        "token_type_ids",
+        fix="re-export the artifact",
+    )
+
+
+def test_stand_in_graph_that_fits_is_accepted(cli, clone, artifact: Path) -> None:
+    """The stand-in graph itself is loadable: the refusals above come from the mismatch alone."""
+    replaced = clone(artifact, "fits")
+    swap_graph(replaced, logits_graph(inputs=("input_ids", "attention_mask")))
+    result = cli("predict", replaced, "a great movie", "so bad", "-q")
+    assert result.code == 0, result.err
+    assert len(result.out.splitlines()) == 2
 
 
 def test_merge_run_missing(cli, tmp_path: Path) -> None:

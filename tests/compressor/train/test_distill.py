@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from compressor.arch.structure import ensure_structure
+from compressor.arch.surgery import drop_layers_, prune_heads_
+from compressor.train.distill import LayerMap, distillation_loss, layerwise_outputs
+from tests.models import encode, tiny_model, tiny_tokenizer
+
+
+def _loss(student: torch.nn.Module, teacher: torch.nn.Module, tmp_path, **weights: float) -> float:  # noqa: ANN001
+    inputs = encode(tiny_tokenizer(tmp_path / "tok"))
+    layers = LayerMap.between(ensure_structure(student), ensure_structure(teacher))
+    loss = distillation_loss(teacher, layer_map=layers, **weights)
+    with layerwise_outputs(student, hidden=True, attention=True), torch.no_grad():
+        outputs = student(**inputs)
+        return float(loss(student, dict(inputs), outputs))
+
+
+def test_layer_map_follows_sources_and_head_ids() -> None:
+    teacher = tiny_model(num_hidden_layers=3)
+    student = copy.deepcopy(teacher)
+    prune_heads_(student, 2, [1, 3])
+    drop_layers_(student, [0, 2])  # keeps source layers 0 and 2
+    layers = LayerMap.between(ensure_structure(student), ensure_structure(teacher))
+    assert layers.layers == [0, 2]
+    assert layers.heads == [[0, 1, 2, 3], [1, 3]]
+
+
+def test_layer_map_refuses_a_student_with_layers_the_teacher_lacks() -> None:
+    teacher = tiny_model(num_hidden_layers=3)
+    student = copy.deepcopy(teacher)
+    drop_layers_(teacher, [0, 1])
+    with pytest.raises(ValueError, match="source 2"):
+        LayerMap.between(ensure_structure(student), ensure_structure(teacher))
+
+
+@pytest.mark.parametrize(
+    "weights", [{"weight": 1.0}, {"hidden_weight": 1.0, "weight": 0.0}, {"attention_weight": 1.0}]
+)
+def test_every_term_is_zero_for_an_identical_student(tmp_path, weights: dict[str, float]) -> None:  # noqa: ANN001
+    teacher = tiny_model()
+    assert _loss(copy.deepcopy(teacher), teacher, tmp_path, **weights) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("term", ["hidden_weight", "attention_weight"])
+def test_layerwise_terms_see_a_pruned_student(tmp_path, term: str) -> None:  # noqa: ANN001
+    teacher = tiny_model(num_hidden_layers=3)
+    with torch.no_grad():  # peaked attention (a random tiny model attends almost uniformly, whatever its input)
+        for layer in teacher.bert.encoder.layer:
+            layer.attention.self.query.weight.mul_(30)
+    student = copy.deepcopy(teacher)
+    prune_heads_(student, 1, [0, 2])
+    drop_layers_(student, [1, 2])
+    assert _loss(student, teacher, tmp_path, weight=0.0, **{term: 1.0}) > 1e-4
+
+
+def test_layerwise_outputs_restores_the_config() -> None:
+    model = tiny_model()
+    with layerwise_outputs(model, hidden=True, attention=True):
+        assert model.config.output_hidden_states and model.config.output_attentions
+    assert not model.config.output_hidden_states and not model.config.output_attentions
+
+
+def test_layerwise_terms_need_a_layer_map() -> None:
+    with pytest.raises(ValueError, match="layer map"):
+        distillation_loss(tiny_model(), hidden_weight=1.0)
