@@ -97,7 +97,7 @@ def load_model(
         raise ModelError(f"model `{path}` has no {WEIGHTS_NAME}; save the checkpoint with safetensors")
     tokenizer = load_tokenizer(path)
     try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise ModelError(f"model `{path}`: config.json cannot be used ({err})") from None
     config._attn_implementation = attn_implementation
@@ -125,6 +125,7 @@ def load_model(
                 local_files_only=True,
                 use_safetensors=True,
                 attn_implementation=attn_implementation,
+                trust_remote_code=False,
             )
     except (OSError, RuntimeError, ValueError, SafetensorError) as err:  # SafetensorError: truncated header
         msg = str(err).splitlines()[0][:300]
@@ -137,16 +138,43 @@ def load_model(
     return model, tokenizer
 
 
+def refuse_custom_code(path: Path) -> None:
+    """A checkpoint that asks to run its own Python code (`auto_map` in config.json or tokenizer_config.json, or
+    .py files beside the weights) is refused before anything loads: compressor never executes checkpoint code, and
+    transformers would otherwise stop to ask on the terminal."""
+    for name in ("config.json", "tokenizer_config.json", "preprocessor_config.json"):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # read_config / the tokenizer loader report a malformed file with their own message
+        if isinstance(data, dict) and "auto_map" in data:
+            raise ModelError(
+                f"model `{path}`: {name} has an `auto_map`, which asks to run Python code shipped with the "
+                "checkpoint; compressor never runs checkpoint code: use a checkpoint of a supported architecture "
+                "without it"
+            )
+    code = sorted(p.name for p in path.glob("*.py"))
+    if code:
+        raise ModelError(
+            f"model `{path}` contains Python code ({', '.join(code[:3])}); compressor never runs or copies checkpoint "
+            "code: remove the .py files from the checkpoint directory"
+        )
+
+
 def load_tokenizer(path: Path) -> Any:
     """The checkpoint's own tokenizer (fast), with an error if it is missing."""
     from transformers import AutoTokenizer
 
+    refuse_custom_code(path)
     if not any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
         raise ModelError(
             f"model `{path}` has no tokenizer files (tokenizer.json or vocab.txt); save the tokenizer with it"
         )
     try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True, use_fast=True)
+        return AutoTokenizer.from_pretrained(path, local_files_only=True, use_fast=True, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise ModelError(f"model `{path}`: tokenizer cannot be loaded ({err})") from None
 

@@ -34,11 +34,15 @@ def config_from_dict(cls: type[C], data: dict[str, Any], *, source: str = "confi
     kind, version = data.get("kind"), data.get("version", 1)
     if kind != cls.kind:
         raise ConfigError(f"{source}: config is of kind `{kind}`, expected `{cls.kind}`")
-    if not isinstance(version, int) or version > cls.version:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"{source}: config `version` must be a positive integer; got {version!r}")
+    if version > cls.version:
         raise ConfigError(
             f"{source}: config version {version!r} is newer than this compressor understands ({cls.version}); "
             "upgrade compressor"
         )
+    if not isinstance(data["fields"], dict):
+        raise ConfigError(f"{source}: `fields` must be a mapping of setting names to values")
     fields = dict(data["fields"])
     migrate = getattr(cls, f"_migrate_v{version}", None)
     if version < cls.version and migrate is not None:

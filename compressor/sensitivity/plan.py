@@ -140,8 +140,14 @@ class Plan:
         if all(entry.dropped for entry in layers):
             raise ConfigError(f"{source}: the plan drops every layer; a model must keep at least one")
         for name in ("min_heads", "min_neurons"):
-            if not isinstance(data.get(name, 0), int):
-                raise ConfigError(f"{source}: `{name}` must be an integer")
+            value = data.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{source}: `{name}` must be a non-negative integer; got {value!r}")
+        for name in ("budget", "predicted"):
+            if not isinstance(data.get(name) or {}, dict):
+                raise ConfigError(f"{source}: `{name}` must be a mapping; got {data.get(name)!r}")
+        if data.get("scorer") is not None and not isinstance(data["scorer"], str):
+            raise ConfigError(f"{source}: `scorer` must be a scorer name; got {data['scorer']!r}")
         return cls(
             layers=layers,
             model=model,

@@ -26,6 +26,7 @@ SECTIONS = {  # test module → section title, in the order of the document
     "test_outputs.py": "Output directories and disk",
     "test_artifacts.py": "Artifacts and run directories (untrusted files)",
     "test_artifact_predict_io.py": "predict on pipes",
+    "test_checkpoint_code.py": "Checkpoints that carry code",
     "test_long_and_empty_inputs.py": "Odd but valid inputs (these succeed)",
     "test_interrupts.py": "Interruptions",
 }
