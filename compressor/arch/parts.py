@@ -37,7 +37,13 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def head_size(model: nn.Module) -> int:
+    """Width of one attention head (the source model's: width pruning leaves `config.hidden_size` as it was)."""
     return model.config.hidden_size // model.config.num_attention_heads
+
+
+def hidden_width(model: nn.Module) -> int:
+    """The current width of the residual stream (smaller than `config.hidden_size` after width pruning)."""
+    return int(get_module(model, arch_of(model).word_embeddings).weight.shape[1])
 
 
 def encoder_linears(model: nn.Module, roles: list[str] | tuple[str, ...]) -> list[tuple[str, nn.Linear]]:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from compressor.arch.modules import BiasOnly, EmptyIntermediate, HeadlessAttention, RemappedEmbedding
-from compressor.arch.parts import arch_of, encoder_layers, get_module, head_size, set_module
+from compressor.arch.parts import arch_of, encoder_layers, get_module, head_size, hidden_width, set_module
 from compressor.arch.structure import ensure_structure, is_pruned, validate
 from compressor.errors import ModelError, PruneError
 
@@ -121,6 +121,70 @@ def drop_layers_(model: nn.Module, keep: Sequence[int]) -> None:
     model.config.num_hidden_layers = len(keep)
 
 
+def prune_hidden_(model: nn.Module, keep: Sequence[int]) -> None:
+    """Keep only dimensions `keep` (current indices) of the residual stream, everywhere it is read or written.
+
+    One mask over the stream (CoFi's hidden-dimension pruning, Xia et al. 2022): the embedding tables' columns
+    and the embedding LayerNorm; per layer, the input columns of q, k, v and the FFN-in linear, the output rows
+    (and biases) of the attention output projection and the FFN-out linear, both LayerNorms (and the parts a
+    headless or FFN-less layer keeps); the pooler's input columns. The LayerNorms then normalise over the kept
+    dimensions only, so the function changes: recover with distillation. `config.hidden_size` stays the source
+    width (head sizes are derived from it); the kept dimensions are recorded in the structure.
+    """
+    arch = arch_of(model)
+    structure = ensure_structure(model)
+    hidden = structure.get("hidden") or {"source": int(model.config.hidden_size), "kept": None}
+    width = hidden_width(model)
+    keep = _check_keep(keep, width, "hidden dimensions", -1)
+    if not keep:
+        raise PruneError("a model must keep at least one hidden dimension")
+    if len(keep) == width:
+        return
+    current = hidden["kept"] if hidden["kept"] is not None else list(range(width))
+    device = get_module(model, arch.word_embeddings).weight.device
+    index = torch.tensor(keep, device=device)
+    for path in arch.stream_embeddings():
+        _select_columns_(get_module(model, path), index)
+    if arch.embeddings_norm:
+        set_module(model, arch.embeddings_norm, _select_norm(get_module(model, arch.embeddings_norm), index))
+    for block in encoder_layers(model):
+        for module in block.modules():
+            if isinstance(module, (HeadlessAttention, BiasOnly)):
+                module.bias = nn.Parameter(module.bias.detach().index_select(0, index).clone())
+        for name, module in list(block.named_modules()):
+            if isinstance(module, nn.LayerNorm):
+                set_module(block, name, _select_norm(module, index))
+        for role, dim in (("query", 1), ("key", 1), ("value", 1), ("ffn_in", 1), ("attn_out", 0), ("ffn_out", 0)):
+            try:
+                linear = get_module(block, getattr(arch, role))
+            except AttributeError:  # a layer without heads has no q/k/v/o
+                continue
+            if isinstance(linear, nn.Linear):
+                set_module(block, getattr(arch, role), _select_linear(linear, index, dim=dim))
+    if arch.pooler:
+        set_module(model, arch.pooler, _select_linear(get_module(model, arch.pooler), index, dim=1))
+    structure["hidden"] = {"source": hidden["source"], "kept": [current[i] for i in keep]}
+
+
+def _select_columns_(embedding: nn.Module, index: torch.Tensor) -> None:
+    """Keep columns `index` of an embedding table (an nn.Embedding or a vocabulary-pruned RemappedEmbedding)."""
+    weight = embedding.weight.detach().index_select(1, index).clone()
+    new = nn.Parameter(weight, requires_grad=embedding.weight.requires_grad)
+    embedding.weight = new
+    embedding.embedding_dim = weight.shape[1]
+
+
+def _select_norm(norm: nn.LayerNorm, index: torch.Tensor) -> nn.LayerNorm:
+    """A LayerNorm over the dimensions `index` only, with their gains and biases."""
+    new = nn.LayerNorm(len(index), eps=norm.eps, device=norm.weight.device, dtype=norm.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(norm.weight.index_select(0, index))
+        new.bias.copy_(norm.bias.index_select(0, index))
+    new.weight.requires_grad_(norm.weight.requires_grad)
+    new.bias.requires_grad_(norm.bias.requires_grad)
+    return new
+
+
 def build_shapes_(model: nn.Module, structure: dict[str, Any]) -> None:
     """Shrink a full-size model (weights irrelevant) to `structure`'s shapes, so a saved state dict loads."""
     validate(structure, model)
@@ -130,6 +194,8 @@ def build_shapes_(model: nn.Module, structure: dict[str, Any]) -> None:
         # the saved config already has the kept layer count; rebuild against the source count
         raise ModelError("config.json: `num_hidden_layers` disagrees with `compressor_structure`; re-save the model")
     apply_counts_(model, structure)
+    if structure.get("hidden"):
+        prune_hidden_(model, list(range(len(structure["hidden"]["kept"]))))
     model.config.compressor_structure = copy.deepcopy(structure)
     if structure.get("vocab"):
         build_vocab_shape_(model, structure["vocab"])
@@ -158,6 +224,8 @@ def apply_structure_(model: nn.Module, structure: dict[str, Any]) -> None:
         neurons = entry.get("neurons")
         prune_ffn_(model, i, neurons if neurons is not None else list(range(entry["intermediate"])))
     drop_layers_(model, [e["source"] for e in structure["layers"]])
+    if structure.get("hidden"):
+        prune_hidden_(model, structure["hidden"]["kept"])
 
 
 def build_vocab_shape_(model: nn.Module, vocab: dict[str, Any]) -> None:

@@ -34,6 +34,15 @@ class ArchSpec:
     embeddings: str
     word_embeddings: str
     classifier: str
+    # the other modules that read or write the residual stream (what width pruning cuts); "" when a family has none
+    position_embeddings: str = ""
+    token_type_embeddings: str = ""
+    embeddings_norm: str = ""
+    pooler: str = ""  # a dense layer reading the first token's state (its outputs feed the classifier)
+
+    def stream_embeddings(self) -> list[str]:
+        """Embedding tables whose columns are the residual stream's dimensions."""
+        return [p for p in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings) if p]
 
 
 ARCHS: Registry[ArchSpec] = Registry("architecture")
@@ -56,5 +65,9 @@ ARCHS.register(
         embeddings="bert.embeddings",
         word_embeddings="bert.embeddings.word_embeddings",
         classifier="classifier",
+        position_embeddings="bert.embeddings.position_embeddings",
+        token_type_embeddings="bert.embeddings.token_type_embeddings",
+        embeddings_norm="bert.embeddings.LayerNorm",
+        pooler="bert.pooler.dense",
     ),
 )

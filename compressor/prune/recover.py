@@ -33,7 +33,7 @@ from torch import nn
 
 from compressor.arch.modules import EmptyIntermediate, HeadlessAttention
 from compressor.arch.parts import arch_of, encoder_layers, get_module, head_size
-from compressor.arch.structure import ensure_structure
+from compressor.arch.structure import ensure_structure, hidden_positions
 from compressor.errors import DataError, PruneError
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def reconstruct_(
     masks = [b["attention_mask"].to(device).bool() for b in batches]  # (batch, seq) real tokens
     tokens = int(sum(int(m.sum()) for m in masks))
     teacher_index = {int(e["source"]): j for j, e in enumerate(ensure_structure(teacher)["layers"])}
+    width_index = hidden_positions(ensure_structure(model), ensure_structure(teacher))  # a width-pruned student
     student_layers, teacher_layers = encoder_layers(model), encoder_layers(teacher)
     report_layers: list[dict[str, Any]] = []
     was_training = model.training, teacher.training
@@ -107,6 +108,9 @@ def reconstruct_(
                 for k in range(t_next, j):  # teacher layers the student dropped: run them, nothing to match
                     t_states = _run_layer(teacher_layers[k], t_states, t_calls)
                 t_attn, t_ffn, t_states = _teacher_targets(teacher_layers[j], t_states, t_calls, arch, device)
+                if width_index is not None:  # the teacher's sums at the student's dimensions
+                    t_attn = [x[..., width_index] for x in t_attn]
+                    t_ffn = [x[..., width_index] for x in t_ffn]
                 t_next = j + 1
                 entry: dict[str, Any] = {"layer": i, "source": source, "teacher_layer": j}
                 entry["attention"] = _fit_heads_(

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from compressor.arch.surgery import drop_layers_, prune_ffn_, prune_heads_
+from compressor.arch.surgery import drop_layers_, prune_ffn_, prune_heads_, prune_hidden_
 from compressor.sensitivity.config import AnalyseConfig
 from compressor.sensitivity.plan import Plan, check_plan_fits
 from compressor.sensitivity.scorers import score_magnitude
@@ -48,7 +48,7 @@ def prune_to_counts_(model: nn.Module, heads: list[int], neurons: list[int]) -> 
 
 
 def apply_plan_(model: nn.Module, plan: Plan) -> None:
-    """Prune `model` in place to exactly the units `plan` keeps (heads, FFN neurons, whole layers)."""
+    """Prune `model` in place to exactly what `plan` keeps (heads, FFN neurons, whole layers, hidden dimensions)."""
     check_plan_fits(model, plan)
     for entry in plan.layers:
         if entry.dropped:
@@ -56,3 +56,5 @@ def apply_plan_(model: nn.Module, plan: Plan) -> None:
         prune_heads_(model, entry.index, entry.heads)
         prune_ffn_(model, entry.index, entry.neurons)
     drop_layers_(model, plan.kept_layers)
+    if plan.hidden is not None:
+        prune_hidden_(model, plan.hidden)

@@ -53,15 +53,17 @@ class _Selection:
     value: float
 
 
-def budget_costs(model: nn.Module, budget: Budget, *, seq_len: int, latency: LatencyTable | None) -> UnitCosts:
-    """The unit costs a budget is measured in."""
+def budget_costs(
+    model: nn.Module, budget: Budget, *, seq_len: int, latency: LatencyTable | None, width: int | None = None
+) -> UnitCosts:
+    """The unit costs a budget is measured in (at the model's width, or at `width` for params and FLOPs)."""
     if budget.metric == "latency":
         if latency is None:
             raise ConfigError(
                 "a latency-ms budget needs a measured latency table (see compressor.sensitivity.latency)"
             )
         return latency.costs()
-    return analytic_costs(model, budget.metric, seq_len=seq_len)
+    return analytic_costs(model, budget.metric, seq_len=seq_len, width=width)
 
 
 def _values(
@@ -174,6 +176,7 @@ def allocate(
     min_neurons: int = 1,
     allow_layer_drop: bool = False,
     latency: LatencyTable | None = None,
+    hidden: list[int] | None = None,
 ) -> Plan:
     """Choose the heads and FFN neurons to keep under `budget` (see the module docstring).
 
@@ -181,10 +184,15 @@ def allocate(
         seq_len: sequence length the FLOPs are counted at (and the latency table was measured at).
         min_heads, min_neurons: units every kept layer keeps at least (capped at what the layer has).
         latency: the measured cost table; required for a `latency` budget, reported when given.
+        hidden: the dimensions of the residual stream the plan keeps (current indices; None = all): the units
+            are costed at that width, the budget is a share of the current model's cost.
     """
     shapes = layer_shapes(model)
-    costs = budget_costs(model, budget, seq_len=seq_len, latency=latency)
-    total = costs.encoder_cost(shapes)
+    total = budget_costs(model, budget, seq_len=seq_len, latency=latency).encoder_cost(shapes)
+    if hidden is not None and budget.metric == "latency":
+        raise ConfigError("a plan that narrows the hidden size needs a params or flops budget")
+    width = None if hidden is None else len(hidden)
+    costs = budget_costs(model, budget, seq_len=seq_len, latency=latency, width=width)
     target = budget.value * total if budget.is_fraction else budget.value
     heads, neurons = _values(scores, shapes, costs)
     units = [
@@ -238,6 +246,7 @@ def allocate(
         scorer=scores.scorer,
         min_heads=min_heads,
         min_neurons=min_neurons,
+        hidden=None if hidden is None else sorted(hidden),
         budget={
             "spec": str(budget),
             "metric": budget.metric,
@@ -270,12 +279,20 @@ def kept_shapes(model: nn.Module, plan: Plan) -> list[LayerShape]:
 def predict(model: nn.Module, plan: Plan, *, seq_len: int, latency: LatencyTable | None = None) -> dict[str, Any]:
     """Encoder params, FLOPs (at `seq_len`) and, given a table, latency before and after the plan."""
     before, after = layer_shapes(model), kept_shapes(model, plan)
+    width = None if plan.hidden is None else len(plan.hidden)
     out: dict[str, Any] = {}
-    metrics = [("params", analytic_costs(model, "params")), ("flops", analytic_costs(model, "flops", seq_len=seq_len))]
+    metrics = [
+        ("params", analytic_costs(model, "params"), analytic_costs(model, "params", width=width)),
+        (
+            "flops",
+            analytic_costs(model, "flops", seq_len=seq_len),
+            analytic_costs(model, "flops", seq_len=seq_len, width=width),
+        ),
+    ]
     if latency is not None:
-        metrics.append(("latency_ms", latency.costs()))
-    for name, costs in metrics:
-        b, a = costs.encoder_cost(before), costs.encoder_cost(after)
+        metrics.append(("latency_ms", latency.costs(), latency.costs()))
+    for name, costs, narrow in metrics:
+        b, a = costs.encoder_cost(before), narrow.encoder_cost(after)
         is_count = name != "latency_ms"
         out[name] = {
             "before": int(b) if is_count else round(b, 4),
@@ -292,6 +309,8 @@ def _describe(plan: Plan) -> str:
     neurons = sum(len(e.neurons) for e in plan.layers if not e.dropped)
     p = plan.predicted["params"]
     text = f"{heads} heads, {neurons} FFN neurons, params {p['fraction']:.3f} of the encoder"
+    if plan.hidden is not None:
+        text += f", hidden {len(plan.hidden)}/{plan.model['hidden_size']}"
     if plan.dropped_layers:
         text += f", layers dropped {plan.dropped_layers}"
     return text

@@ -18,7 +18,7 @@ from compressor.sensitivity.allocate import allocate
 from compressor.sensitivity.config import AnalyseConfig
 from compressor.sensitivity.cost import LayerShape, layer_shapes
 from compressor.sensitivity.latency import LatencyTable, latency_table
-from compressor.sensitivity.masks import make_batches
+from compressor.sensitivity.masks import hidden_importance, hidden_magnitude, make_batches
 from compressor.sensitivity.plan import Plan, fingerprint
 from compressor.sensitivity.scorers import SCORERS, Scores, run_scorer
 from compressor.sensitivity.view import save_heatmap, sensitivity_dict, table_rows
@@ -124,6 +124,12 @@ def analyse(
     if budget is not None and budget.metric == "latency":
         cache = Path(config.latency_cache).expanduser() if config.latency_cache else None
         latency = latency_table(model, seq_len=config.seq_len, threads=config.threads, cache_dir=cache)
+    hidden = None
+    if config.hidden < 1:  # width: the dimensions of the residual stream that matter least go first
+        importance = hidden_importance(model, batches) if batches else hidden_magnitude(model)
+        scores.hidden = importance
+        keep = max(1, round(config.hidden * len(importance)))
+        hidden = sorted(torch.argsort(importance, descending=True, stable=True)[:keep].tolist())
     plan = None
     if budget is not None:
         plan = allocate(
@@ -135,6 +141,7 @@ def analyse(
             min_neurons=config.min_neurons,
             allow_layer_drop=config.allow_layer_drop,
             latency=latency,
+            hidden=hidden,
         )
     report = AnalyseReport(config=config, scores=scores, shapes=shapes, plan=plan, latency=latency)
     report.model = fingerprint(model) | {"name_or_path": str(getattr(model.config, "_name_or_path", "") or "")}

@@ -109,6 +109,14 @@ class AnalyseConfig:
         default=False,
         metadata={"help": "Drop whole layers with the lowest score per cost when that keeps more total importance."},
     )
+    hidden: float = field(
+        default=1.0,
+        metadata={
+            "help": "Fraction of the hidden size (the residual stream's dimensions) the plan keeps, the least "
+            "important dimensions removed (Fisher of a mask on the stream; magnitude without data); heads and FFN "
+            "neurons are then allocated under the budget at that width. 1 = no width pruning."
+        },
+    )
     density: float = field(
         default=0.5,
         metadata={
@@ -137,6 +145,14 @@ class AnalyseConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"`{name}` must be an integer >= 0; got {value!r}")
+        if not 0 < self.hidden <= 1:
+            raise ConfigError(
+                f"`hidden` is the fraction of the hidden size kept and must be in (0, 1]; got {self.hidden!r}"
+            )
+        if self.hidden < 1 and self.budget is not None and parse_budget(self.budget).metric == "latency":
+            raise ConfigError(
+                "`hidden` below 1 needs a params or flops budget (the latency table is for the full width)"
+            )
         if not 0 < self.density < 1:
             raise ConfigError(f"`density` must be in (0, 1); got {self.density!r}")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from compressor.arch.modules import EmptyIntermediate, HeadlessAttention
-from compressor.arch.parts import arch_of, encoder_layers, get_module, head_size
+from compressor.arch.parts import arch_of, encoder_layers, get_module, head_size, hidden_width
 from compressor.errors import ConfigError
 
 METRICS = ("params", "flops", "latency")
@@ -106,9 +106,9 @@ def layer_fixed_flops(hidden: int, seq_len: int) -> int:
     return seq_len * hidden * (4 + 2 * 5)
 
 
-def analytic_costs(model: nn.Module, metric: str, *, seq_len: int = 128) -> UnitCosts:
-    """Per-unit `params` or `flops` (at `seq_len`) of the model's encoder."""
-    hidden, head_dim = int(model.config.hidden_size), head_size(model)
+def analytic_costs(model: nn.Module, metric: str, *, seq_len: int = 128, width: int | None = None) -> UnitCosts:
+    """Per-unit `params` or `flops` (at `seq_len`) of the model's encoder, at its width or at `width`."""
+    hidden, head_dim = width or hidden_width(model), head_size(model)
     if metric == "params":
         return UnitCosts("params", head_params(hidden, head_dim), neuron_params(hidden), layer_fixed_params(hidden))
     if metric == "flops":

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.arch.parts import head_size
+from compressor.arch.parts import head_size, hidden_width
 from compressor.arch.surgery import prune_ffn_, prune_heads_
 from compressor.errors import CompressorError
 from compressor.sensitivity.cost import UnitCosts
@@ -71,7 +71,7 @@ def table_key(model: nn.Module, seq_len: int, threads: int) -> dict[str, Any]:
     config = model.config
     return {
         "model_type": config.model_type,
-        "hidden_size": int(config.hidden_size),
+        "hidden_size": hidden_width(model),
         "head_size": head_size(model),
         "num_heads": int(config.num_attention_heads),
         "intermediate_size": int(config.intermediate_size),

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compressor.arch.parts import arch_of, encoder_layers, eval_mode, get_module, head_size
+from compressor.arch.parts import arch_of, encoder_layers, eval_mode, get_module, head_size, hidden_width
 from compressor.errors import DataError
 from compressor.sensitivity.cost import layer_shapes
 
@@ -188,3 +188,74 @@ def mask_gradient_scores(
             total_loss += float(loss.detach())
             examples += n
     return head_acc, neuron_acc, total_loss / max(examples, 1)
+
+
+class HiddenMask:
+    """A per-example mask over the residual stream's dimensions, applied to the output of every LayerNorm that
+    writes the stream (the embeddings' and each layer's two): CoFi's hidden-dimension mask (Xia et al. 2022)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.mask: torch.Tensor | None = None  # (batch, width)
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> HiddenMask:
+        arch = arch_of(self.model)
+        norms = [get_module(self.model, arch.embeddings_norm)] if arch.embeddings_norm else []
+        norms += [m for block in encoder_layers(self.model) for m in block.modules() if isinstance(m, nn.LayerNorm)]
+        for norm in norms:
+            self._handles.append(norm.register_forward_hook(self._hook))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.mask = None
+
+    def _hook(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
+        if self.mask is None:
+            return None
+        return output * self.mask[:, None, :].to(output.dtype)  # (batch, seq, width)
+
+    def reset(self, batch_size: int, width: int) -> torch.Tensor:
+        self.mask = torch.ones(batch_size, width, device=model_device(self.model), requires_grad=True)
+        return self.mask
+
+
+def hidden_importance(model: nn.Module, batches: Iterable[Batch]) -> torch.Tensor:
+    """Per dimension of the residual stream, the diagonal empirical Fisher of its mask, Σ_examples (∂L_i/∂z_d)²."""
+    from tqdm.auto import tqdm
+
+    width = hidden_width(model)
+    acc = torch.zeros(width, dtype=torch.float64)
+    with eval_mode(model), HiddenMask(model) as hidden:
+        for batch in tqdm(
+            list(batches), desc="scoring hidden dimensions", disable=not logger.isEnabledFor(logging.INFO)
+        ):
+            mask = hidden.reset(int(batch["labels"].shape[0]), width)
+            (grad,) = torch.autograd.grad(batch_loss(model, batch), [mask])
+            acc += grad.detach().pow(2).sum(0).double().cpu()
+    return acc
+
+
+def hidden_magnitude(model: nn.Module) -> torch.Tensor:
+    """Data-free importance of each stream dimension: mean |w| of every weight that reads or writes it."""
+    arch = arch_of(model)
+    total = torch.zeros(hidden_width(model), dtype=torch.float64)
+    count = 0
+    for path in arch.stream_embeddings():
+        weight = get_module(model, path).weight.detach().abs().double()  # (rows, width)
+        total += weight.sum(0).cpu()
+        count += weight.shape[0]
+    for block in encoder_layers(model):
+        for role, dim in (("query", 0), ("key", 0), ("value", 0), ("ffn_in", 0), ("attn_out", 1), ("ffn_out", 1)):
+            try:
+                module = get_module(block, getattr(arch, role))
+            except AttributeError:
+                continue
+            if isinstance(module, nn.Linear) and module.weight.numel():
+                weight = module.weight.detach().abs().double()
+                total += weight.sum(dim).cpu()
+                count += weight.shape[dim]
+    return total / max(count, 1)

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from compressor.arch.parts import head_size
+from compressor.arch.parts import head_size, hidden_width
 from compressor.errors import ConfigError, PruneError
 from compressor.schema import save_json
 from compressor.sensitivity.cost import layer_shapes
@@ -54,6 +54,7 @@ class Plan:
     scorer: str | None = None
     min_heads: int = 0
     min_neurons: int = 0
+    hidden: list[int] | None = None  # kept dimensions of the residual stream (current indices); None: all
     predicted: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -73,6 +74,7 @@ class Plan:
             "model": self.model,
             "min_heads": self.min_heads,
             "min_neurons": self.min_neurons,
+            "hidden": self.hidden,
             "layers": [asdict(entry) for entry in self.layers],
             "predicted": self.predicted,
         }
@@ -148,6 +150,18 @@ class Plan:
                 raise ConfigError(f"{source}: `{name}` must be a mapping; got {data.get(name)!r}")
         if data.get("scorer") is not None and not isinstance(data["scorer"], str):
             raise ConfigError(f"{source}: `scorer` must be a scorer name; got {data['scorer']!r}")
+        hidden = data.get("hidden")
+        width = model.get("hidden_size")
+        if hidden is not None and not (
+            _int_list(hidden)
+            and hidden
+            and isinstance(width, int)
+            and len(set(hidden)) == len(hidden)
+            and all(0 <= d < width for d in hidden)
+        ):
+            raise ConfigError(
+                f"{source}: `hidden` must list distinct kept dimensions in [0, {width}) or be null; got {hidden!r}"
+            )
         return cls(
             layers=layers,
             model=model,
@@ -155,6 +169,7 @@ class Plan:
             scorer=data.get("scorer"),
             min_heads=int(data.get("min_heads", 0)),
             min_neurons=int(data.get("min_neurons", 0)),
+            hidden=None if hidden is None else sorted(hidden),
             predicted=dict(data.get("predicted") or {}),
         )
 
@@ -193,7 +208,7 @@ def fingerprint(model: nn.Module) -> dict[str, Any]:
     shapes = layer_shapes(model)
     return {
         "model_type": model.config.model_type,
-        "hidden_size": int(model.config.hidden_size),
+        "hidden_size": hidden_width(model),
         "head_size": head_size(model),
         "num_layers": len(shapes),
         "heads": [s.heads for s in shapes],

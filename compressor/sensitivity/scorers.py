@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.arch.parts import arch_of, encoder_layers, eval_mode, get_module, head_size
+from compressor.arch.parts import arch_of, encoder_layers, eval_mode, get_module, head_size, hidden_width
 from compressor.errors import DataError
 from compressor.registry import Registry
 from compressor.sensitivity.config import AnalyseConfig
@@ -40,6 +40,7 @@ class Scores:
     tensors: dict[str, float]  # parameter name → score
     joint_scale: bool
     loss: float | None = None  # mean task loss of the model on the scoring sample
+    hidden: torch.Tensor | None = None  # (width,) importance of the residual stream's dimensions, when scored
 
     def head_matrix(self, width: int | None = None) -> torch.Tensor:
         """(layers, width) head scores by current index, NaN where a layer has fewer heads."""
@@ -255,7 +256,7 @@ def score_magnitude(model: nn.Module, batches: list[Batch] | None, config: Analy
     """`magnitude`: data-free baseline, the mean |w| of each head's, neuron's and tensor's weights."""
     names = _param_names(model)
     values, tensors = {}, {}
-    hidden, head_dim = int(model.config.hidden_size), head_size(model)
+    hidden, head_dim = hidden_width(model), head_size(model)
     for shape, linears in _prunable(model):
         for role, linear in linears.items():
             values[(shape.index, role, "weight")] = linear.weight.detach().abs().float()

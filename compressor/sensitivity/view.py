@@ -175,4 +175,6 @@ def table_rows(scores: Scores, shapes: list[LayerShape], plan: Plan | None) -> d
             caption += f", latency {lat['after']:.2f}/{lat['before']:.2f} ms"
         if plan.dropped_layers:
             caption += f", dropped layers {plan.dropped_layers}"
+        if plan.hidden is not None:
+            caption += f", hidden {len(plan.hidden)}/{plan.model['hidden_size']}"
     return {"title": title, "headers": headers, "rows": rows, "caption": caption}

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.arch.structure import hidden_positions
 from compressor.train.loop import ExtraLoss
 
 
@@ -26,6 +27,7 @@ class LayerMap:
 
     layers: list[int]  # teacher layer index of each student layer
     heads: list[list[int]]  # per student layer, the teacher's head positions of its kept heads
+    hidden: list[int] | None = None  # the teacher's positions of the student's stream dimensions (width pruning)
 
     @classmethod
     def between(cls, student: dict[str, Any], teacher: dict[str, Any]) -> LayerMap:
@@ -39,7 +41,7 @@ class LayerMap:
             position = {h: k for k, h in enumerate(teacher_heads)}
             layers.append(j)
             heads.append([position[h] for h in entry["heads"]])
-        return cls(layers, heads)
+        return cls(layers, heads, hidden_positions(student, teacher))
 
 
 def distillation_loss(
@@ -88,9 +90,11 @@ def hidden_loss(
     hidden_states[0] is the embedding output, hidden_states[i + 1] layer i's output: (batch, seq, hidden).
     """
     pairs = [(0, 0)] + [(i + 1, j + 1) for i, j in enumerate(layer_map.layers)]
-    terms = [
-        nn.functional.mse_loss(student[s][mask], teacher[t][mask]) for s, t in pairs
-    ]  # each (tokens, hidden) vs (tokens, hidden)
+    index = layer_map.hidden
+    terms = [  # each (tokens, width) against the teacher's same dimensions
+        nn.functional.mse_loss(student[s][mask], teacher[t][mask] if index is None else teacher[t][mask][:, index])
+        for s, t in pairs
+    ]
     return torch.stack(terms).mean()
 
 
