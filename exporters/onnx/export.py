@@ -23,13 +23,13 @@ from compressor.arch.parts import count_parameters, eval_mode
 from compressor.arch.structure import ensure_structure
 from compressor.errors import ConfigError, ExportError, ModelError, ParityError
 from compressor.fs import atomic_dir, check_out_dir
+from compressor.schema import config_to_dict
 from exporters.manifest import MODEL_NAME, write_manifest
 from exporters.onnx import optimize, sessions, sparse, validate
 from exporters.onnx.config import ExportConfig, ExportReport
 from exporters.onnx.cpu import TARGETS, host_cpu, resolve_reduce_range
 from exporters.onnx.quantize import GateResult, QuantSettings, quantize_with_gate
 from exporters.onnx.specs import EXPORT_SPECS, ExportSpec
-from compressor.schema import config_to_dict
 
 logger = logging.getLogger(__name__)
 
