@@ -1,9 +1,11 @@
 """A latency cost table measured once on this CPU: ms per head, per FFN neuron, per layer, and a base.
 
-We time random-weight copies of the model's architecture (1 or 2 layers, all / half / no heads and neurons,
-built with our own surgery so zero-head layers use the same `HeadlessAttention` a pruned model will) with torch
-at the given thread count, batch 1, and fit `t = base + layers·layer + heads·head + neurons·neuron` by least
-squares on the p50s. The table is cached as JSON keyed by shape, sequence length, threads, torch version and CPU.
+We time what will be deployed: random-weight copies of the model's architecture (1 or 2 layers, all / half / no
+heads and neurons, built with our own surgery so zero-head layers use the same `HeadlessAttention` a pruned model
+will), exported to ONNX and quantized to dynamic int8 as `compressor export` does, run by ONNX Runtime with the
+runtime's session options at the given thread count, batch 1; then fit `t = base + layers·layer + heads·head +
+neurons·neuron` by least squares on the p50s. The table is cached as JSON keyed by shape, sequence length, threads,
+ONNX Runtime version and CPU.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import json
 import logging
 import os
 import platform
-import statistics
-import time
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +29,10 @@ from compressor.arch.parts import head_size, hidden_width
 from compressor.arch.surgery import prune_ffn_, prune_heads_
 from compressor.errors import CompressorError
 from compressor.sensitivity.cost import UnitCosts
+from exporters.onnx.cpu import resolve_reduce_range
+from exporters.onnx.export import spec_for, torch_to_onnx
+from exporters.onnx.quantize import QuantSettings, quantize_graph
+from exporters.onnx.sessions import time_graphs
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +84,8 @@ def table_key(model: nn.Module, seq_len: int, threads: int) -> dict[str, Any]:
         "hidden_act": str(config.hidden_act),
         "seq_len": seq_len,
         "threads": threads,
-        "torch": torch.__version__,
+        "measured": "onnxruntime dynamic int8",
+        "onnxruntime": _ort_version(),
         "cpu": _cpu_name(),
     }
 
@@ -129,18 +136,25 @@ def _probe_model(model: nn.Module, layers: int, heads: int, neurons: int) -> nn.
     return probe
 
 
-def _p50_ms(probe: nn.Module, seq_len: int, repeats: int) -> float:
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _p50_ms(probe: nn.Module, seq_len: int, threads: int, repeats: int, work: Path) -> float:
+    """p50 of the probe as deployed: exported, dynamic int8, one ONNX Runtime session at `threads` threads."""
     seq_len = min(seq_len, int(getattr(probe.config, "max_position_embeddings", seq_len)))
-    ids = torch.randint(5, 128, (1, seq_len))
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-    times = []
-    with torch.inference_mode():
-        for i in range(repeats + 3):
-            start = time.perf_counter()
-            probe(**inputs)
-            if i >= 3:  # warm-up
-                times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    spec = spec_for(probe)
+    ids = np.random.default_rng(0).integers(5, 128, size=(1, seq_len), dtype=np.int64)  # (batch, sequence)
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    feed = {name: feed[name] for name in spec.inputs}
+    fp32, int8 = work / "probe.onnx", work / "probe.int8.onnx"
+    torch_to_onnx(probe, feed, spec, fp32, opset=spec.opset)
+    quantize_graph(
+        fp32, int8, QuantSettings("dynamic", per_channel=False, reduce_range=resolve_reduce_range(None, None)[0])
+    )
+    return time_graphs({"probe": int8}, feed, threads=threads, runs=repeats)["probe"]["p50_ms"]
 
 
 def measure_latency_table(model: nn.Module, *, seq_len: int, threads: int, repeats: int = 20) -> LatencyTable:
@@ -156,16 +170,12 @@ def measure_latency_table(model: nn.Module, *, seq_len: int, threads: int, repea
         (2, 0, 0),
         (2, heads // 2, 0),
     ]
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
     rows, times = [], []
-    try:
+    with tempfile.TemporaryDirectory(prefix="compressor-latency-") as tmp:
         for layers, h, n in grid:
             probe = _probe_model(model, layers, h, n)
-            times.append(_p50_ms(probe, seq_len, repeats))
+            times.append(_p50_ms(probe, seq_len, threads, repeats, Path(tmp)))
             rows.append([1.0, layers, layers * h, layers * n])
-    finally:
-        torch.set_num_threads(previous)
     a = torch.tensor(rows, dtype=torch.float64)  # (configs, 4): base, layers, heads, neurons
     t = torch.tensor(times, dtype=torch.float64).unsqueeze(1)  # (configs, 1)
     solution = torch.linalg.lstsq(a, t).solution.squeeze(1)

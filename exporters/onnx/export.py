@@ -46,15 +46,14 @@ def spec_for(model: torch.nn.Module) -> ExportSpec:
     return EXPORT_SPECS.get(model_type)
 
 
-def torch_to_onnx(model: torch.nn.Module, tokenizer: Any, spec: ExportSpec, path: Path, *, opset: int) -> None:
-    """Trace the in-memory model (pruned shapes included) to `path` with dynamic batch and sequence axes."""
-    feed = sessions.encode(
-        tokenizer,
-        ["a short one", "a longer sentence, so that the batch has padding"],
-        None,
-        spec.inputs,
-        max_length=32,
-    )
+def trace_feed(tokenizer: Any, spec: ExportSpec) -> sessions.Feed:
+    """Two real sentences of different lengths (a padded batch): what the exporter traces the model with."""
+    texts = ["a short one", "a longer sentence, so that the batch has padding"]
+    return sessions.encode(tokenizer, texts, None, spec.inputs, max_length=32)
+
+
+def torch_to_onnx(model: torch.nn.Module, feed: sessions.Feed, spec: ExportSpec, path: Path, *, opset: int) -> None:
+    """Trace the in-memory model (pruned shapes included) on `feed` to `path`, dynamic batch and sequence axes."""
     device = next(model.parameters()).device
     kwargs = {name: torch.from_numpy(feed[name]).to(device) for name in spec.inputs}
     with warnings.catch_warnings(), torch.no_grad():
@@ -126,7 +125,7 @@ def export_onnx(
         work = tmp / ".work"
         work.mkdir()
         plain = work / "plain.onnx"
-        torch_to_onnx(model, tokenizer, spec, plain, opset=opset)
+        torch_to_onnx(model, trace_feed(tokenizer, spec), spec, plain, opset=opset)
         feeds = sessions.batches(
             tokenizer,
             sample.texts,
