@@ -75,7 +75,17 @@ def configure_logging(quiet: bool) -> None:
 
 INTERRUPTED = "Interrupted: no partial output was left; rerun (with --resume where offered) to continue."
 # Installed by the `train` extra; a command that needs one of them says how to install it instead of a traceback.
-TRAINING_STACK = ("torch", "transformers", "datasets", "onnx", "optimum", "peft", "accelerate", "safetensors")
+TRAINING_STACK = (
+    "torch",
+    "transformers",
+    "datasets",
+    "onnx",
+    "optimum",
+    "peft",
+    "accelerate",
+    "safetensors",
+    "matplotlib",
+)
 
 
 TERMINATED = "Terminated: no partial output was left; rerun (with --resume where offered) to continue."
