@@ -156,6 +156,7 @@ def export_onnx(
             calibration = sessions.batches(
                 tokenizer, texts, None, spec.inputs, max_length=config.max_length, batch_size=8
             )
+        feed = sessions.timing_feed(tokenizer, sample.texts, spec.inputs, batch=config.batch, seq_len=config.seq_len)
         finals: dict[str, Path] = {}
         gates: dict[str, GateResult] = {}
         for name, path in candidates.items():
@@ -174,9 +175,10 @@ def export_onnx(
                 threads=config.threads,
                 name=name,
                 try_per_channel=config.per_channel is None,
+                timing_feed=feed,
+                timing_runs=config.timing_runs,
             )
 
-        feed = sessions.timing_feed(tokenizer, sample.texts, spec.inputs, batch=config.batch, seq_len=config.seq_len)
         # Timed at --threads and at 1 thread: one thread is a common edge setting and the steady measurement on a
         # host whose second core is busy (a fused graph chosen at 2 threads ran 10 % slower at 1: docs/benchmarks.md).
         by_threads = {

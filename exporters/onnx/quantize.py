@@ -21,7 +21,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from compressor.errors import ExportError
-from exporters.onnx.sessions import Feed, first_rows, make_session, run_logits, with_outputs
+from exporters.onnx.sessions import Feed, first_rows, make_session, run_logits, time_graphs, with_outputs
 from exporters.onnx.validate import agreement
 from exporters.onnx.weight_only import store_int8_weights_
 
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 EXTRA_OPTIONS = {"DefaultTensorType": onnx.TensorProto.FLOAT}
 STATIC_OP_TYPES = ("MatMul", "Gemm")  # static QDQ covers the weight projections; other ops stay fp32
 RANK_ROWS = 64  # rows used to rank nodes by output error
+SLOWER_TOLERANCE = 0.03  # int8 weights on fp32 nodes are kept (4× smaller) unless more than this much slower
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class GateResult:
     settings: QuantSettings | None = None  # what was finally used (per-channel may have been switched on)
     tried: list[dict[str, Any]] = field(default_factory=list)  # agreement of each weight granularity tried
     int8_weight_nodes: list[str] = field(default_factory=list)  # excluded nodes whose weights are stored int8
+    weight_forms: dict[str, Any] | None = None  # timings of the excluded nodes' two weight forms, and the choice
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class GateResult:
             "quantized_nodes": self.quantized_nodes,
             "excluded_nodes": self.excluded_nodes,
             "excluded_nodes_int8_weights": self.int8_weight_nodes,
+            "excluded_weight_forms": self.weight_forms,
             "ranking": self.ranking,
             "tried": self.tried,
         }
@@ -278,6 +281,8 @@ def quantize_with_gate(
     threads: int | None = None,
     name: str = "graph",
     try_per_channel: bool = False,
+    timing_feed: Feed | None = None,
+    timing_runs: int = 30,
 ) -> GateResult:
     """Quantize `src`; while int8 agrees with `reference` on fewer than `gate` of the rows, keep one more node fp32.
 
@@ -285,6 +290,8 @@ def quantize_with_gate(
         reference: fp32 logits of the rows in `feeds` (the predictions int8 must reproduce).
         try_per_channel: when per-tensor weights miss the gate, try per-channel weights before excluding nodes
             (per-channel scales follow each output row's range, which often rescues outlier-heavy layers).
+        timing_feed: when nodes stay fp32 and both forms of their weights (fp32, int8 + DequantizeLinear) pass the
+            gate, the two graphs are timed on this feed at 1 thread and the faster is kept.
     """
 
     def measure(
@@ -321,13 +328,30 @@ def quantize_with_gate(
         score, out, stored = measure(settings, result.excluded_nodes, int8_weights=True)
         if not stored:
             return result
-        if score >= gate:
+        if score >= gate and faster_with_int8_weights(result, stored):
             logger.info("%s: %d fp32 node(s) keep int8 weights; agreement %.4f", name, len(stored), score)
             result.int8_weight_nodes, result.agreement, result.logits = stored, score, out
             return result
-        logger.info("%s: int8 weights on the fp32 nodes drop agreement to %.4f; they stay fp32", name, score)
+        if score < gate:
+            logger.info("%s: int8 weights on the fp32 nodes drop agreement to %.4f; they stay fp32", name, score)
         quantize_graph(src, dst, settings, exclude=result.excluded_nodes, calibration=calibration)
         return result
+
+    def faster_with_int8_weights(result: GateResult, stored: list[str]) -> bool:
+        """Whether the graph in `dst` (int8 weights on the fp32 nodes) runs at least as fast as fp32 weights would:
+        a weight-only int8 MatMul can run slower than a plain fp32 one, so the form is measured, not assumed."""
+        if timing_feed is None:
+            return True
+        plain = dst.with_name(dst.stem + ".fp32-weights.onnx")
+        quantize_graph(src, plain, settings, exclude=result.excluded_nodes, calibration=calibration)
+        times = time_graphs({"int8": dst, "fp32": plain}, timing_feed, threads=1, runs=timing_runs)
+        plain.unlink()
+        p50 = {form: round(t["p50_ms"], 3) for form, t in times.items()}
+        result.weight_forms = {"p50_ms_1_thread": p50, "nodes": stored}
+        keep = p50["int8"] <= (1 + SLOWER_TOLERANCE) * p50["fp32"]
+        result.weight_forms["chosen"] = "int8 weights" if keep else "fp32 weights"
+        logger.info("%s: fp32 nodes with int8 weights %.2f ms, fp32 weights %.2f ms (1 thread)", name, *p50.values())
+        return keep
 
     tried: list[dict[str, Any]] = []
     first, logits = attempt(settings)
