@@ -49,6 +49,18 @@ class Fields:
         return chosen
 
 
+def labelled_data(help: str) -> Fields:
+    """The data options of a command that reads only labelled validation data, given as `--data`."""
+    from compressor.stages.context import DataSpec
+
+    return Fields(
+        DataSpec,
+        include=("eval", "text_column", "text_pair_column", "label_column"),
+        rename=(("eval", "--data"),),
+        help=(("eval", help),),
+    )
+
+
 def _option_type(hint: Any) -> tuple[Any, bool]:
     """The type Typer parses a field as, and whether None is allowed."""
     origin = typing.get_origin(hint)

@@ -7,16 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._options import Fields, QuietOpt, config_options
+from cli._options import QuietOpt, config_options, labelled_data
 from compressor.stages.context import DataSpec
 from exporters.measure import BenchmarkConfig
 
-DATA = Fields(
-    DataSpec,
-    include=("eval", "text_column", "text_pair_column", "label_column"),
-    rename=(("eval", "--data"),),
-    help=(("eval", "Labelled data: accuracy, and real sentences as inputs."),),
-)
+DATA = labelled_data("Labelled data: accuracy, and real sentences as inputs.")
 
 
 @config_options(config=BenchmarkConfig, data=DATA)

@@ -155,14 +155,19 @@ def check_file(artifact_dir: Path, name: str, entry: dict[str, Any]) -> None:
         raise ArtifactError(modified)
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON object from an artifact file; anything else (unreadable, not UTF-8, not JSON, …) is an ArtifactError."""
+def read_text(path: Path) -> str:
+    """An artifact file's UTF-8 text; unreadable or not UTF-8 is an ArtifactError naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ArtifactError(f"`{path}` is not UTF-8 text; the artifact is damaged; re-export it") from None
     except OSError as err:
         raise ArtifactError(f"`{path}` cannot be read ({err.strerror or err}); check its permissions") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from an artifact file; anything else (unreadable, not UTF-8, not JSON, …) is an ArtifactError."""
+    text = read_text(path)
     try:
         data = json.loads(text)
     # ValueError: JSONDecodeError and integers too long to convert; RecursionError: `[[[[…` nested thousands deep.

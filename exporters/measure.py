@@ -257,15 +257,10 @@ def profile_ops(
 
     import onnxruntime as ort
 
+    from exporters.runtime import session_options
+
     with tempfile.TemporaryDirectory(prefix="compressor-profile-") as tmp:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "profile")
+        options = session_options(threads, profile_prefix=str(Path(tmp) / "profile"))
         session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
         inputs = {i.name: feed[i.name] for i in session.get_inputs()}
         for _ in range(runs):

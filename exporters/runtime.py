@@ -46,6 +46,7 @@ from exporters.manifest import (
     listed_files,
     read_json_object,
     read_manifest,
+    read_text,
     short_repr,
     verify_artifact,
 )
@@ -419,12 +420,7 @@ def _load_tokenizer(artifact_dir: Path, vocab_size: int | None, config_path: Pat
     path = artifact_file(artifact_dir, TOKENIZER_NAME)
     if not is_file(path):
         raise ArtifactError(f"artifact `{artifact_dir}` has no {TOKENIZER_NAME}; re-export it with its fast tokenizer")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ArtifactError(f"`{path}` is not UTF-8 text; the artifact is damaged; re-export it") from None
-    except OSError as err:
-        raise ArtifactError(f"`{path}` cannot be read ({err.strerror or err}); check its permissions") from None
+    text = read_text(path)
     try:
         tokenizer = Tokenizer.from_str(text)
     except BaseException as err:  # a bare `Exception`, or pyo3's PanicException (a BaseException) on odd input
@@ -469,13 +465,23 @@ def _pad_id(
     return pad_id
 
 
-def _session(model_path: Path, threads: int | None) -> ort.InferenceSession:
+def session_options(threads: int | None, *, profile_prefix: str | None = None) -> ort.SessionOptions:
+    """The runtime's session settings: `threads` intra-op threads (None: ONNX Runtime's default, one per physical
+    core), one inter-op thread, sequential execution, all graph optimisations; profiling when a prefix is given."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default (physical cores)
+    options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = _ORT_QUIET  # fusion notices are not for users; errors are raised (below)
+    options.log_severity_level = _ORT_QUIET  # fusion notices are not for users; errors are raised
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return options
+
+
+def _session(model_path: Path, threads: int | None) -> ort.InferenceSession:
+    options = session_options(threads)
     try:
         return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     except _ORT_ERRORS as err:
