@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 
@@ -37,6 +38,7 @@ DISK_MARGIN = 64 << 20
 # A fused graph must beat the plain one by this much (p50) to be kept: smaller gaps are within the timing noise of a
 # shared host, and the plain graph is the portable one (standard ONNX ops only).
 FUSED_MIN_GAIN = 0.03
+UNFUSED = "+sum-norms"  # suffix of a candidate whose residual norms ORT cannot fuse (see _unfused_norms)
 
 
 def spec_for(model: torch.nn.Module) -> ExportSpec:
@@ -179,6 +181,10 @@ def export_onnx(
                 timing_runs=config.timing_runs,
             )
 
+        for name in list(finals):  # the same graphs with residual norms ORT cannot fuse into SkipLayerNormalization
+            variant = _unfused_norms(finals[name], check_feeds, gates.get(name), work)
+            if variant is not None:
+                finals[f"{name}{UNFUSED}"] = variant
         # Timed at --threads and at 1 thread: one thread is a common edge setting and the steady measurement on a
         # host whose second core is busy (a fused graph chosen at 2 threads ran 10 % slower at 1: docs/benchmarks.md).
         by_threads = {
@@ -192,7 +198,8 @@ def export_onnx(
             choice=choice,
             timings_ms=p50[config.threads],
             timings_ms_by_threads={str(t): ms for t, ms in p50.items()},
-            rule=f"fused only when its p50 is at least {FUSED_MIN_GAIN:.0%} below plain's at every thread count timed",
+            rule=f"another graph than plain only when its p50 is at least {FUSED_MIN_GAIN:.0%} below plain's at every "
+            "thread count timed (the fastest at 1 thread among those)",
         )
         if len(finals) > 1:
             described = "; ".join(
@@ -203,9 +210,9 @@ def export_onnx(
         final = onnx.load(str(finals[choice]))
         sparse_report = sparse.sparsify_(final, config.sparse_threshold) if config.sparse_threshold else None
         onnx.save(final, str(tmp / MODEL_NAME))
-        gate = gates.get(choice)
+        gate = gates.get(choice.removesuffix(UNFUSED))  # the unfused-norm form computes exactly what its base does
         final_logits = gate.logits if gate is not None else fp32_logits
-        if choice != "plain" and gate is None:
+        if choice.removesuffix(UNFUSED) != "plain" and gate is None:
             final_logits = sessions.run_logits(sessions.make_session(finals[choice]), feeds)
         shutil.rmtree(work)
 
@@ -278,16 +285,44 @@ def export_onnx(
 
 
 def choose_graph(p50_by_threads: dict[int, dict[str, float]]) -> str:
-    """The graph to keep, from p50 ms per thread count and candidate (`plain`, `fused`).
+    """The graph to keep, from p50 ms per thread count and candidate (`plain`, `fused`, and their `+sum-norms`
+    forms).
 
-    The fused graph is kept only when it is at least FUSED_MIN_GAIN faster than the plain one at every thread count
-    timed; otherwise the plain graph, which uses standard ONNX ops only. A single candidate is kept as it is.
+    Another graph replaces the plain one only when it is at least FUSED_MIN_GAIN faster at every thread count
+    timed (smaller gaps are timing noise on a shared host, and the plain graph is the most portable); among those,
+    the fastest at the fewest threads. A single candidate is kept as it is.
     """
-    names = set().union(*(times.keys() for times in p50_by_threads.values()))
+    names = sorted(set().union(*(times.keys() for times in p50_by_threads.values())))
     if len(names) == 1:
-        return names.pop()
-    faster = all(times["fused"] <= (1 - FUSED_MIN_GAIN) * times["plain"] for times in p50_by_threads.values())
-    return "fused" if faster else "plain"
+        return names[0]
+    default = "plain" if "plain" in names else names[0]
+    better = [
+        n
+        for n in names
+        if n != default and all(times[n] <= (1 - FUSED_MIN_GAIN) * times[default] for times in p50_by_threads.values())
+    ]
+    if not better:
+        return default
+    fewest = p50_by_threads[min(p50_by_threads)]
+    return min(better, key=lambda n: (fewest[n], n))
+
+
+def _unfused_norms(path: Path, feeds: list[sessions.Feed], gate: GateResult | None, work: Path) -> Path | None:
+    """`path` with its residual norms written so ORT cannot fuse them (`optimize.unfuse_residual_norms_`), or None
+    when the graph has none; its logits must equal the original's (the arithmetic is the same)."""
+    model = onnx.load(str(path))
+    if not optimize.unfuse_residual_norms_(model):
+        return None
+    variant = work / f"{path.stem}{UNFUSED}.onnx"
+    onnx.save(model, str(variant))
+    before = sessions.run_logits(sessions.make_session(path), feeds)
+    after = sessions.run_logits(sessions.make_session(variant), feeds)
+    if not np.allclose(before, after, atol=1e-5, rtol=0):
+        logger.warning(
+            "%s: unfused norms changed the logits (%.2e); not a candidate", path.name, abs(before - after).max()
+        )
+        return None
+    return variant
 
 
 def _fused_candidate(

@@ -109,3 +109,23 @@ def enforce(check: FusionCheck, *, strict: bool) -> None:
     if strict:
         raise ExportError(message + " (--strict); export with --fuse off, or without --strict to accept it")
     logger.warning("%s; the fused graph is still checked for parity and timed", message)
+
+
+def unfuse_residual_norms_(model: onnx.ModelProto) -> int:
+    """Write each residual Add that feeds a LayerNormalization as a two-input Sum, in place; returns how many.
+
+    Same arithmetic (a + b), standard ONNX, but ONNX Runtime's session-level SkipLayerNormalization fusion matches
+    only `Add`, so the graph keeps a plain LayerNormalization: on CPU at 1 thread the fused SkipLayerNormalization
+    kernel measured several times slower than Add + LayerNormalization here (docs/benchmarks.md). The export keeps
+    this form only where it measures faster.
+    """
+    initializers = {i.name for i in model.graph.initializer}
+    consumers: Counter[str] = Counter(name for node in model.graph.node for name in node.input)
+    normalised = {node.input[0] for node in model.graph.node if node.op_type == "LayerNormalization"}
+    changed = 0
+    for node in model.graph.node:
+        activations = len(node.input) == 2 and not any(name in initializers for name in node.input)
+        if node.op_type == "Add" and activations and node.output[0] in normalised and consumers[node.output[0]] == 1:
+            node.op_type = "Sum"
+            changed += 1
+    return changed
