@@ -2,10 +2,10 @@
 
 We time what will be deployed: random-weight copies of the model's architecture (1 or 2 layers, all / half / no
 heads and neurons, built with our own surgery so zero-head layers use the same `HeadlessAttention` a pruned model
-will), exported to ONNX and quantized to dynamic int8 as `compressor export` does, run by ONNX Runtime with the
-runtime's session options at the given thread count, batch 1; then fit `t = base + layers·layer + heads·head +
-neurons·neuron` by least squares on the p50s. The table is cached as JSON keyed by shape, sequence length, threads,
-ONNX Runtime version and CPU.
+will), exported to ONNX and quantized to dynamic int8 as `compressor export` does (residual norms unfused), run
+by ONNX Runtime with the runtime's session options at the given thread count, batch 1; then fit
+`t = base + layers·layer + heads·head + neurons·neuron` by least squares on the p50s. The table is cached as JSON
+keyed by shape, sequence length, threads, ONNX Runtime version and CPU.
 """
 
 from __future__ import annotations
