@@ -16,7 +16,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 
@@ -182,9 +181,22 @@ def export_onnx(
             )
 
         for name in list(finals):  # the same graphs with residual norms ORT cannot fuse into SkipLayerNormalization
-            variant = _unfused_norms(finals[name], check_feeds, gates.get(name), work)
-            if variant is not None:
+            variant = _unfused_norms(finals[name], work)
+            if variant is None:
+                continue
+            if name in gates:  # ORT's fused kernel rounds differently: an int8 variant must pass the gate itself
+                score = validate.agreement(fp32_logits, sessions.run_logits(sessions.make_session(variant), feeds))
+                ok, why = score >= config.gate, f"agreement {score:.4f} < gate {config.gate}"
+            else:
+                try:
+                    validate.check_parity(torch_ref, variant, check_feeds, atol=atol, what="unfused-norm fp32 ONNX")
+                    ok, why = True, ""
+                except ParityError as err:
+                    ok, why = False, str(err)
+            if ok:
                 finals[f"{name}{UNFUSED}"] = variant
+            else:
+                logger.warning("%s with unfused norms is not a candidate: %s", name, why)
         # Timed at --threads and at 1 thread: one thread is a common edge setting and the steady measurement on a
         # host whose second core is busy (a fused graph chosen at 2 threads ran 10 % slower at 1: docs/benchmarks.md).
         by_threads = {
@@ -307,21 +319,14 @@ def choose_graph(p50_by_threads: dict[int, dict[str, float]]) -> str:
     return min(better, key=lambda n: (fewest[n], n))
 
 
-def _unfused_norms(path: Path, feeds: list[sessions.Feed], gate: GateResult | None, work: Path) -> Path | None:
+def _unfused_norms(path: Path, work: Path) -> Path | None:
     """`path` with its residual norms written so ORT cannot fuse them (`optimize.unfuse_residual_norms_`), or None
-    when the graph has none; its logits must equal the original's (the arithmetic is the same)."""
+    when the graph has none. The arithmetic is the same, but not the kernel's rounding: the caller checks it."""
     model = onnx.load(str(path))
     if not optimize.unfuse_residual_norms_(model):
         return None
     variant = work / f"{path.stem}{UNFUSED}.onnx"
     onnx.save(model, str(variant))
-    before = sessions.run_logits(sessions.make_session(path), feeds)
-    after = sessions.run_logits(sessions.make_session(variant), feeds)
-    if not np.allclose(before, after, atol=1e-5, rtol=0):
-        logger.warning(
-            "%s: unfused norms changed the logits (%.2e); not a candidate", path.name, abs(before - after).max()
-        )
-        return None
     return variant
 
 
