@@ -71,6 +71,8 @@ def configure_logging(quiet: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # transformers configures its loggers on first import (after this): its own variable keeps them quiet
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 INTERRUPTED = "Interrupted: no partial output was left; rerun (with --resume where offered) to continue."

@@ -14,7 +14,9 @@ treats heads and neurons as equally valuable per parameter on average and lets t
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +168,38 @@ def _repair(ranked: list[_Unit], taken: list[_Unit], used: float, limit: float) 
     return used
 
 
+MAX_EXHAUSTIVE = 1000  # layer subsets searched one by one when keeping a given number of layers
+
+
+def drop_candidates(
+    shapes: list[LayerShape],
+    units: list[list[_Unit]],
+    costs: UnitCosts,
+    *,
+    allow: bool,
+    keep_layers: int | None,
+) -> list[set[int]]:
+    """The sets of layers to try dropping: none; with `allow`, the k layers of lowest total value per cost for every
+    k; with `keep_layers`, every way of dropping the others (or the lowest-ratio ones when there are too many)."""
+    ratio = [
+        sum(u.value for u in layer_units) / max(costs.layer_cost(s.heads, s.neurons), 1e-12)
+        for s, layer_units in zip(shapes, units, strict=True)
+    ]
+    order = sorted(range(len(shapes)), key=lambda i: (ratio[i], i))  # lowest value per cost first
+    if keep_layers is not None:
+        if not 1 <= keep_layers <= len(shapes):
+            raise ConfigError(
+                f"`keep_layers` must be between 1 and the model's {len(shapes)} layers; got {keep_layers}"
+            )
+        drop = len(shapes) - keep_layers
+        if math.comb(len(shapes), drop) <= MAX_EXHAUSTIVE:
+            return [set(c) for c in itertools.combinations(range(len(shapes)), drop)]
+        return [set(order[:drop])]
+    if not allow or len(shapes) < 2:
+        return [set()]
+    return [set()] + [set(order[:k]) for k in range(1, len(shapes))]
+
+
 def allocate(
     model: nn.Module,
     scores: Scores,
@@ -177,6 +211,7 @@ def allocate(
     allow_layer_drop: bool = False,
     latency: LatencyTable | None = None,
     hidden: list[int] | None = None,
+    keep_layers: int | None = None,
 ) -> Plan:
     """Choose the heads and FFN neurons to keep under `budget` (see the module docstring).
 
@@ -186,6 +221,8 @@ def allocate(
         latency: the measured cost table; required for a `latency` budget, reported when given.
         hidden: the dimensions of the residual stream the plan keeps (current indices; None = all): the units
             are costed at that width, the budget is a share of the current model's cost.
+        keep_layers: the plan keeps exactly this many layers; which ones is searched (every choice when there are
+            at most MAX_EXHAUSTIVE of them, else the lowest value per cost go).
     """
     shapes = layer_shapes(model)
     total = budget_costs(model, budget, seq_len=seq_len, latency=latency).encoder_cost(shapes)
@@ -202,15 +239,7 @@ def allocate(
     ]
     tolerance = 1e-9 * max(total, 1.0)
     slack = 0.005 * total if budget.is_fraction else 0.005 * target  # a gap worth a repair swap
-    candidates = [set()]
-    if allow_layer_drop and len(shapes) > 1:
-        # layers by total value per total cost, lowest first
-        ratio = [
-            sum(u.value for u in layer_units) / max(costs.layer_cost(s.heads, s.neurons), 1e-12)
-            for s, layer_units in zip(shapes, units, strict=True)
-        ]
-        order = sorted(range(len(shapes)), key=lambda i: (ratio[i], i))
-        candidates += [set(order[:k]) for k in range(1, len(shapes))]
+    candidates = drop_candidates(shapes, units, costs, allow=allow_layer_drop, keep_layers=keep_layers)
     best: _Selection | None = None
     for dropped in candidates:
         selection = _solve(units, shapes, costs, target, dropped, min_heads, min_neurons, tolerance, slack)

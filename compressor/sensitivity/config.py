@@ -109,6 +109,14 @@ class AnalyseConfig:
         default=False,
         metadata={"help": "Drop whole layers with the lowest score per cost when that keeps more total importance."},
     )
+    keep_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep exactly this many layers (depth as a plan dimension): every choice of which to drop is "
+            "tried (the lowest value per cost when there are too many), the rest of the budget goes to heads and "
+            "neurons; unset = all layers (or --allow-layer-drop)."
+        },
+    )
     hidden: float = field(
         default=1.0,
         metadata={
@@ -145,6 +153,10 @@ class AnalyseConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"`{name}` must be an integer >= 0; got {value!r}")
+        if self.keep_layers is not None and (
+            isinstance(self.keep_layers, bool) or not isinstance(self.keep_layers, int) or self.keep_layers < 1
+        ):
+            raise ConfigError(f"`keep_layers` must be a positive integer or unset; got {self.keep_layers!r}")
         if not 0 < self.hidden <= 1:
             raise ConfigError(
                 f"`hidden` is the fraction of the hidden size kept and must be in (0, 1]; got {self.hidden!r}"
