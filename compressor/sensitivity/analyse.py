@@ -142,7 +142,7 @@ def analyse(
             allow_layer_drop=config.allow_layer_drop,
             latency=latency,
             hidden=hidden,
-            keep_layers=config.keep_layers,
+            keep_layers=config.keep_layers if config.depth is None else max(1, round(config.depth * len(shapes))),
         )
     report = AnalyseReport(config=config, scores=scores, shapes=shapes, plan=plan, latency=latency)
     report.model = fingerprint(model) | {"name_or_path": str(getattr(model.config, "_name_or_path", "") or "")}

@@ -117,6 +117,13 @@ class AnalyseConfig:
             "neurons; unset = all layers (or --allow-layer-drop)."
         },
     )
+    depth: float | None = field(
+        default=None,
+        metadata={
+            "help": "Share of the layers kept, e.g. 0.5 keeps 3 of 6 or 6 of 12 (rounded, at least one): "
+            "`keep_layers` as a fraction of the model's depth."
+        },
+    )
     hidden: float = field(
         default=1.0,
         metadata={
@@ -157,6 +164,10 @@ class AnalyseConfig:
             isinstance(self.keep_layers, bool) or not isinstance(self.keep_layers, int) or self.keep_layers < 1
         ):
             raise ConfigError(f"`keep_layers` must be a positive integer or unset; got {self.keep_layers!r}")
+        if self.depth is not None and not 0 < self.depth <= 1:
+            raise ConfigError(f"`depth` is the share of layers kept and must be in (0, 1]; got {self.depth!r}")
+        if self.depth is not None and self.keep_layers is not None:
+            raise ConfigError("give `keep_layers` or `depth`, not both")
         if not 0 < self.hidden <= 1:
             raise ConfigError(
                 f"`hidden` is the fraction of the hidden size kept and must be in (0, 1]; got {self.hidden!r}"
