@@ -82,3 +82,33 @@ def write_tiny_data(path: Path, n: int = 40, *, fmt: str = "tsv") -> Path:
 
 def encode(tokenizer: BertTokenizerFast, texts: list[str] | None = None) -> dict[str, torch.Tensor]:
     return dict(tokenizer(texts or POSITIVE + NEGATIVE, padding=True, return_tensors="pt"))
+
+
+def run_stage_to(
+    key: str,
+    config: object,
+    out: Path,
+    *,
+    model: Path | str | None = None,
+    adapter: Path | None = None,
+    train: Path | None = None,
+    eval: Path | None = None,  # noqa: A002 - the DataSpec field's name
+    resume: bool = False,
+) -> dict:
+    """Run one registered stage into `out`, as its command does (`run_stage`: out checked, locked, written whole);
+    returns the stage's summary."""
+    from compressor.stages import STAGES, Context
+    from compressor.stages.context import DataFiles, DataSpec
+    from compressor.stages.runner import run_stage
+
+    spec = DataSpec(train=None if train is None else str(train), eval=None if eval is None else str(eval))
+    ctx = Context(
+        out=Path(out),
+        data=DataFiles(spec),
+        model=None if model is None else str(model),
+        adapter=adapter,
+        resume=resume,
+        quiet=True,
+        name=key,
+    )
+    return run_stage(STAGES.get(key), ctx, config)

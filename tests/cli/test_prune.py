@@ -51,7 +51,8 @@ def test_prune_with_reconstruction_writes_a_loadable_checkpoint(files: dict[str,
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["structure"] == [[0, 2, 26], [1, 2, 26]]
-    assert len(report["recovery"]["reconstruct"]["layers"]) == 2 and 0 <= report["eval_accuracy"] <= 1
+    assert len(report["recovery"]["reconstruct"]["layers"]) == 2 and 0 <= report["accuracy"] <= 1
+    assert report["out"] == str(out) and report["vocab"] is None
     model, tok = load_model(out)
     assert model.bert.encoder.layer[1].attention.self.query.weight.shape == (16, 32)
     assert model.config.compressor_structure["layers"][0]["intermediate"] == 26
@@ -82,6 +83,34 @@ def test_prune_vocab_reports_sizes_and_unknown_share(files: dict[str, Path], tmp
     assert vocab["validation_unknown_rate"] == 0.0  # validation sentences come from the same pool as training
     model, _ = load_model(out)
     assert isinstance(model.bert.embeddings.word_embeddings, RemappedEmbedding)
+
+
+def test_prune_vocab_train_keeps_the_training_tokens(
+    files: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+) -> None:  # noqa: ANN001
+    from compressor.data import load_data
+    from compressor.prune.vocab import used_token_ids
+
+    out = tmp_path / "vocab"
+    args = ["prune", str(files["ckpt"]), "--heads", "0.25", "--vocab", "train", "--data", str(files["train"])]
+    code, stdout, err = run_cli([*args, "--out", str(out), "--json", "-q"], monkeypatch, capsys)
+    assert code == 0, err
+    vocab = json.loads(stdout)["vocab"]
+    model, tok = load_model(out)
+    assert vocab["kept"] == len(used_token_ids(tok, load_data(files["train"]).texts)) < vocab["source_size"]
+    assert isinstance(model.bert.embeddings.word_embeddings, RemappedEmbedding)
+
+    code, _, err = run_cli(
+        ["prune", str(files["ckpt"]), "--vocab", "train", "--out", str(tmp_path / "x")], monkeypatch, capsys
+    )
+    assert_one_line_error(code, err, 2, "recovery and `vocab: train` need training data: pass --data")
+    assert not (tmp_path / "x").exists()
+    missing = tmp_path / "missing.tsv"
+    code, _, err = run_cli(
+        ["prune", str(files["ckpt"]), "--vocab", str(missing), "--out", str(tmp_path / "x")], monkeypatch, capsys
+    )
+    assert_one_line_error(code, err, 1, f"data file `{missing}` not found")
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 import cli.demo
 from cli.main import app
-from compressor.recipe import apply_overrides
+from compressor.stages.recipe import path_keys
+from compressor.stages.recipe_text import apply_overrides
 from tests.cli.test_predict import assert_one_line_error, run_cli
 from tests.models import save_tiny_checkpoint, write_tiny_data
 
@@ -29,8 +30,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+EXPORTS = ("dense-fp32", "dense-int8", "compressed-int8")  # the demo's export stages, by name
+
+
 def tiny_sets(tiny: dict[str, Path]) -> list[str]:
-    """The demo recipe shrunk to seconds (all of its stages and both baselines kept)."""
+    """The demo recipe shrunk to seconds (all of its stages kept, the dense baselines too)."""
     return [
         f"model={tiny['model']}",
         f"data.train={tiny['train']}",
@@ -39,10 +43,10 @@ def tiny_sets(tiny: dict[str, Path]) -> list[str]:
         "finetune.train.batch_size=8",
         "prune.recover_steps=2",
         "prune.batch_size=8",
-        "export.eval_samples=8",
-        "export.timing_runs=2",
+        *[f"{name}.{key}" for name in EXPORTS for key in ("eval_samples=8", "timing_runs=2", "threads=1")],
         "benchmark.runs=2",
         "benchmark.warmup=1",
+        "benchmark.threads=1",
     ]
 
 
@@ -54,15 +58,19 @@ def test_run_then_resume(tiny: dict[str, Path], tmp_path: Path, monkeypatch, cap
     assert "report:" not in stdout and "stage" not in stdout  # --quiet: no summary
     code, stdout, err = run_cli([*args, "--resume"], monkeypatch, capsys)
     assert code == 0, err
-    assert stdout.count("reused") == 7 and "compressed int8" in stdout and "dense fp32" in stdout
-    assert f"report: {out / 'report.html'}" in stdout and f"artifact: {out / '06-export' / 'artifact'}" in stdout
+    assert stdout.count("reused") == 7 and all(name in stdout for name in EXPORTS)
+    artifact = out / "06-compressed-int8" / "artifact"
+    assert f"report: {out / 'report.html'}" in stdout and f"artifact: {artifact}" in stdout
     code, stdout, err = run_cli(
-        [*args, "--resume", "--json", "-q", "--set", "export.quantize=none"], monkeypatch, capsys
+        [*args, "--resume", "--json", "-q", "--set", "compressed-int8.quantize=none"], monkeypatch, capsys
     )
     assert code == 0, err
     data = json.loads(stdout)
     assert [s["status"] for s in data["stages"]] == ["skipped"] * 5 + ["ran", "ran"]
     assert data["stages"][-2]["summary"]["quantize"] == "none"
+    assert data["artifact"] == str(artifact)
+    dirs = ("03-dense-fp32", "04-dense-int8", "06-compressed-int8")
+    assert data["artifacts"] == {name: str(out / d / "artifact") for name, d in zip(EXPORTS, dirs, strict=True)}
 
     code, _, err = run_cli(args, monkeypatch, capsys)
     assert_one_line_error(code, err, 2, "exists and is not empty; pass --resume")
@@ -73,7 +81,13 @@ def test_run_then_resume(tiny: dict[str, Path], tmp_path: Path, monkeypatch, cap
     [
         (["prune.hedas=0.3"], 2, "unknown key `hedas`; allowed:"),
         (["prune.heads=lots"], 2, "`heads` must be a number"),
-        (["export.quantize=int4"], 2, "`quantize` must be one of"),
+        (["compressed-int8.quantize=int4"], 2, "`quantize` must be one of"),
+        (
+            ["export.quantize=none"],
+            2,
+            "unknown key `export`; allowed: version, name, description, model, data, or a stage of the recipe: "
+            "finetune, merge, dense-fp32, dense-int8, prune, compressed-int8, benchmark",
+        ),
         (["data.train=missing.tsv"], 1, "data.train `"),
         (["model=no/such/dir"], 1, "model `"),
         (["compress.level=3"], 2, "unknown key `compress`"),
@@ -105,17 +119,15 @@ def test_run_bad_recipe_file(tmp_path: Path, monkeypatch, capsys) -> None:  # no
 def test_demo_runs_its_recipe_and_prints_the_final_table(
     tiny: dict[str, Path], tmp_path: Path, monkeypatch, capsys
 ) -> None:  # noqa: ANN001
-    raw = apply_overrides(yaml.safe_load(DEMO.read_text()), tiny_sets(tiny))
+    raw = apply_overrides(yaml.safe_load(DEMO.read_text()), tiny_sets(tiny), path_keys)
     recipe = tmp_path / "recipes" / "minilm-sst2-fast.yaml"
     recipe.parent.mkdir()
     recipe.write_text(yaml.safe_dump(raw), encoding="utf-8")
     monkeypatch.setattr(cli.demo, "RECIPE", recipe)
     code, stdout, err = run_cli(["demo", "--out", str(tmp_path / "demo")], monkeypatch, capsys)
     assert code == 0, err
-    rows = [line.split()[:2] for line in stdout.splitlines()]
-    assert [["dense", "fp32"], ["dense", "int8"], ["compressed", "int8"]] == [
-        r for r in rows if r[0] in ("dense", "compressed")
-    ]
+    rows = [line.split()[0] for line in stdout.splitlines() if line.strip()]
+    assert [r for r in rows if r in EXPORTS] == list(EXPORTS)  # the final table, ratios against dense-fp32
     assert "p50 ms" in stdout and "MB" in stdout and "accuracy" in stdout
     assert (tmp_path / "demo" / "report.html").is_file()
 

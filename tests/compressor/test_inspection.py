@@ -50,13 +50,34 @@ def test_inspect_pruned_checkpoint(tmp_path: Path) -> None:
     assert info["layers"][1]["params"] < info["layers"][0]["params"]
 
 
-def test_inspect_run_and_unknown_dirs(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    (run / "01-finetune").mkdir(parents=True)
-    (run / "recipe.json").write_text('{"name": "sst2-fast", "model": "minilm"}', encoding="utf-8")
-    info = inspect_path(run)  # an interrupted run: no report.md, no run.json yet
-    assert info["kind"] == "run" and info["stages"] == ["01-finetune"]
-    assert "sst2-fast" in info["report"] and "finetune" in info["report"]
+UNLISTED_STAGE = (
+    "library bug: Run.begin writes the stage's stage.json but not run.json, so the stage a run was interrupted in is "
+    "missing from run.json and summarise_run (inspect, `compressor run`) shows neither it nor the `unfinished: … "
+    "--resume` hint"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=UNLISTED_STAGE)
+def test_inspect_an_interrupted_run(tmp_path: Path) -> None:
+    from compressor.stages.rundir import Run
+
+    run_path = tmp_path / "run"
+    run = Run.open(run_path, resume=False, force=False, recipe_name="sst2-fast")  # run.json goes first
+    (run_path / "recipe.json").write_text('{"name": "sst2-fast", "model": "minilm"}', encoding="utf-8")
+    stage = run.begin("finetune", "finetune", "adapter", {"config": {}}, {})  # what the runner does, in order
+    stage.out.mkdir()
+    (stage.out / "adapter.safetensors").write_bytes(b"\0")
+    run.finish(stage, {"method": "full"})
+    run.write_index("sst2-fast")
+    run.begin("merge", "merge", "model", {"config": {}}, {})  # interrupted here
+    info = inspect_path(run_path)  # no report.md yet
+    assert info["kind"] == "run" and info["stages"] == ["01-finetune", "02-merge"]
+    report = info["report"]
+    assert "recipe `sst2-fast` on model `minilm`" in report
+    assert f"unfinished: 02-merge; continue with `compressor run RECIPE --out {run_path} --resume`" in report
+
+
+def test_inspect_unknown_dirs(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="not an artifact"):
         detect(tmp_path / "empty")

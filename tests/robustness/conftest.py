@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.artifacts import build_tiny_artifact
-from tests.models import save_tiny_checkpoint, write_tiny_data
+from tests.models import run_stage_to, save_tiny_checkpoint, write_tiny_data
 from tests.robustness.harness import Cli, set_base
-
-
-@pytest.fixture(scope="session", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on a shared machine: one intra-op thread avoids busy-waiting for cores (5x faster here)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +29,8 @@ def ckpt(inputs: Path) -> Path:
 def pruned_ckpt(inputs: Path, ckpt: Path) -> Path:
     """The tiny classifier with a quarter of its heads removed (loads through `compressor_structure`)."""
     from compressor.prune.config import PruneConfig
-    from compressor.prune.io import prune_checkpoint
 
-    prune_checkpoint(str(ckpt), inputs / "pruned", PruneConfig(heads=0.25), quiet=True)
+    run_stage_to("prune", PruneConfig(heads=0.25), inputs / "pruned", model=ckpt)
     return inputs / "pruned"
 
 
@@ -64,14 +52,13 @@ def artifact(inputs: Path) -> Path:
 @pytest.fixture(scope="session")
 def run_dir(inputs: Path, ckpt: Path, train_tsv: Path) -> Path:
     """The output of a one-step LoRA fine-tune (the input of `compressor merge`)."""
-    from compressor.data import load_data
-    from compressor.finetune import finetune
     from compressor.methods.lora import LoraConfig
+    from compressor.stages.finetune import FinetuneConfig
     from compressor.train.config import TrainConfig
 
-    data = load_data(train_tsv)
-    cfg = TrainConfig(max_steps=1, batch_size=8, max_length=32, device="cpu")
-    finetune(str(ckpt), "lora", LoraConfig(rank=2), cfg, data=data, eval_data=None, out_dir=inputs / "run", quiet=True)
+    train = TrainConfig(max_steps=1, batch_size=8, max_length=32, device="cpu")
+    config = FinetuneConfig(method="lora", options=LoraConfig(rank=2), train=train)
+    run_stage_to("finetune", config, inputs / "run", model=ckpt, train=train_tsv)
     return inputs / "run"
 
 

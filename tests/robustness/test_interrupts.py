@@ -71,6 +71,14 @@ def _expect_interrupted(code: int, err: str, out: Path, case: str, args: list[ob
     record(case, Result([str(a) for a in args], code, "", err), lines[-1])
 
 
+QUIET_BAR = (
+    "library bug: `compressor finetune -q` still draws the training progress bar on stderr (train/loop.py "
+    "`_report_progress` always installs its ProgressCallback subclass, whatever `quiet`), so the bar's last frame "
+    "follows the `Interrupted:` line"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=QUIET_BAR)
 def test_sigint_during_finetune_then_resume(cli, tmp_path: Path, ckpt: Path, train_tsv: Path) -> None:
     out = tmp_path / "run"
     args = [
@@ -98,14 +106,15 @@ def test_sigint_during_finetune_then_resume(cli, tmp_path: Path, ckpt: Path, tra
     _expect_interrupted(code, err, out, "Ctrl-C (SIGINT) during finetune", args)
     assert any(checkpoints.glob("checkpoint-*")), "the checkpoints for --resume must survive the interrupt"
 
-    result = cli(*[a for a in args if a != "-q"], "--resume", "--json")
+    result = cli(*[a for a in args if a != "-q"], "--resume")
     expect_success(
         result,
         case="finetune --resume after Ctrl-C",
         note="continues from the last complete checkpoint and writes --out whole",
     )
     assert "resuming from" in result.err and "checkpoint-" in result.err
-    assert json.loads(result.out)["steps"] == 120
+    assert result.out.splitlines()[-1] == f"wrote {out}"
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["steps"] == 120
     assert (out / "adapter.safetensors").is_file()
     assert leftovers(out) == ["run"]  # the checkpoints are removed once the run is complete
 

@@ -113,9 +113,7 @@ def test_unknown_option(cli, tmp_path: Path, ckpt: Path) -> None:
 
 def test_two_budgets(cli, tmp_path: Path, ckpt: Path, train_tsv: Path) -> None:
     out = tmp_path / "out"
-    result = cli(
-        "analyse", ckpt, "--data", train_tsv, "--budget", "params=0.5", "--budget", "flops=0.5", "--out", out, "-q"
-    )
+    result = cli("analyse", ckpt, "--data", train_tsv, "--budget", "params=0.5,flops=0.5", "--out", out, "-q")
     expect_refusal(
         result,
         case="two budgets at once (analyse)",

@@ -101,7 +101,7 @@ def test_merge_is_the_average_of_the_expert_updates(batch: dict[str, torch.Tenso
             expected[name] = experts.mean(dim=0)
         model.eval()
         averaged = model(**batch).logits
-        merged = ADAMIX.merge(model)
+        merged = ADAMIX.merge_(model)
         after = merged(**batch).logits
     assert only_stock_modules(merged) == []
     state = merged.state_dict()
@@ -125,6 +125,9 @@ def test_eval_uses_the_averaged_expert_not_a_routed_one(batch: dict[str, torch.T
 
 def test_consistency_loss_is_symmetric_kl_with_stop_gradient(batch: dict[str, torch.Tensor]) -> None:
     model = ADAMIX.inject(tiny_model(0), AdamixConfig(experts=4, rank=2, dropout=0.0, consistency=2.0))
+    # the weight travels with every mixture (a wrapper such as DDP's keeps the modules, not model attributes)
+    assert [m.consistency for m in mixtures(model).values()] == [2.0] * 4
+    assert not hasattr(model, "adamix_consistency")
     perturb_(model)
     model.train()
     inputs = dict(batch) | {"labels": LABELS}

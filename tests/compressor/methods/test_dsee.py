@@ -26,12 +26,12 @@ from compressor.methods.dsee import (
     dsee_prune_heads_,
     find_support,
     inject_dsee,
-    merge_dsee,
 )
 from compressor.schema import config_from_dict, config_to_dict
 from tests.models import encode, tiny_model, tiny_tokenizer
 
 HIDDEN, LAYERS, LABELS = 32, 2, 2  # tests.models.tiny_model
+DSEE = METHODS.get("dsee")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_starts_as_the_base_model_and_merges_exactly_after_training(batch: dict[
     _perturb_(model)
     trained = _logits(model, batch)
     assert not torch.allclose(trained, plain, atol=1e-3)
-    merged = merge_dsee(model)
+    merged = DSEE.merge_(model)
     assert only_stock_modules(merged) == []
     assert set(merged.state_dict()) == set(base.state_dict())
     torch.testing.assert_close(_logits(merged, batch), trained, atol=1e-5, rtol=1e-5)
@@ -121,7 +121,7 @@ def test_merge_writes_w0_plus_delta() -> None:
     w0 = layer.base_layer.weight.detach().clone()
     low_rank = layer.dsee_B.detach() @ layer.dsee_A.detach()
     sparse = torch.zeros(w0.numel()).index_put((layer.dsee_index,), layer.dsee_S.detach()).view_as(w0)
-    merge_dsee(model)
+    DSEE.merge_(model)
     scale = 32 / 2  # α / r
     merged = model.bert.encoder.layer[0].attention.self.query.weight
     torch.testing.assert_close(merged, w0 + scale * (low_rank + sparse))
@@ -237,7 +237,7 @@ def test_head_scores_from_adapters_equal_scores_from_merged_minus_base() -> None
     model = inject_dsee(tiny_model(), DseeConfig(rank=2, support_size=6))
     _perturb_(model)
     from_adapters = dsee_head_scores(model)
-    merged = merge_dsee(model)
+    merged = DSEE.merge_(model)
     from_weights = dsee_head_scores(merged, base=tiny_model())
     for a, b in zip(from_adapters, from_weights, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
@@ -258,7 +258,7 @@ def test_structured_step_removes_the_k_heads_whose_rows_changed_least(
                     rows[h * 8 : (h + 1) * 8] = 0.01
                 layer.dsee_B.copy_(torch.randn(32, 2) * rows)
     scores = dsee_head_scores(model)
-    merged = merge_dsee(model)
+    merged = DSEE.merge_(model)
     before = _logits(merged, batch)
     assert default_heads_to_prune(12) == 3 and default_heads_to_prune(4) == 1
     kept = dsee_prune_heads_(merged, scores)
@@ -274,7 +274,7 @@ def test_structured_step_removes_the_k_heads_whose_rows_changed_least(
     assert again.bert.encoder.layer[1].attention.self.value.dsee_B.shape == (24, 2)
     _perturb_(again)
     trained = _logits(again, batch)
-    torch.testing.assert_close(_logits(merge_dsee(again), batch), trained, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_logits(DSEE.merge_(again), batch), trained, atol=1e-5, rtol=1e-5)
 
 
 def test_structured_step_keeps_one_head_and_refuses_unmerged_models() -> None:
@@ -283,7 +283,7 @@ def test_structured_step_keeps_one_head_and_refuses_unmerged_models() -> None:
     scores = dsee_head_scores(model)
     with pytest.raises(PruneError, match="merge"):
         dsee_prune_heads_(model, scores)
-    merged = merge_dsee(model)
+    merged = DSEE.merge_(model)
     kept = dsee_prune_heads_(merged, scores, k=10)
     assert [len(h) for h in kept] == [1, 1]
 
@@ -315,35 +315,29 @@ def test_unstructured_option_is_reapplied_identically_on_restore(batch: dict[str
     fresh = inject_dsee(tiny_model(), cfg)
     load_adapter_state_(fresh, adapter_state(method=method, model=model))
     torch.testing.assert_close(_logits(fresh, batch), trained)
-    torch.testing.assert_close(_logits(merge_dsee(fresh), batch), trained, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_logits(DSEE.merge_(fresh), batch), trained, atol=1e-5, rtol=1e-5)
 
 
-def test_finetune_and_merge_run_end_to_end(tmp_path: Path) -> None:
-    from compressor.data import load_data
-    from compressor.finetune import finetune
-    from compressor.merge import load_run, merge_run
+def test_finetune_and_merge_stages_run_end_to_end(tmp_path: Path) -> None:
+    from compressor.stages.finetune import FinetuneConfig, load_adapter_dir
+    from compressor.stages.merge import MergeConfig
     from compressor.train.config import TrainConfig
-    from tests.models import save_tiny_checkpoint, write_tiny_data
+    from tests.models import run_stage_to, save_tiny_checkpoint, write_tiny_data
 
     base = save_tiny_checkpoint(tmp_path / "base")
-    data = load_data(write_tiny_data(tmp_path / "train.tsv", 24))
     train = TrainConfig(epochs=1, max_steps=4, batch_size=8, save_steps=4, logging_steps=2, lr=1e-2)
-    report = finetune(
-        str(base),
-        "dsee",
-        DseeConfig(rank=2, support_size=6),
-        train,
-        data=data,
-        eval_data=None,
-        out_dir=tmp_path / "run",
-        quiet=True,
+    config = FinetuneConfig(method="dsee", options=DseeConfig(rank=2, support_size=6), train=train)
+    summary = run_stage_to(
+        "finetune", config, tmp_path / "run", model=base, train=write_tiny_data(tmp_path / "train.tsv", 24)
     )
-    assert report.trainable == 2 * 2 * (2 * 64 + 6) + 66
+    assert summary["trainable"] == 2 * 2 * (2 * 64 + 6) + 66
     assert not (tmp_path / "run" / "structure.json").exists()
-    trained, tok, _ = load_run(tmp_path / "run")
+    trained, tok, method = load_adapter_dir(tmp_path / "run")
+    assert method == "dsee"
     assert any(float(m.dsee_S.detach().abs().sum()) > 0 for m in _dsee_layers(trained))  # S trained
-    merged = merge_run(tmp_path / "run", tmp_path / "merged")
-    assert merged.max_abs_diff <= 1e-4
+    merged = run_stage_to("merge", MergeConfig(), tmp_path / "merged", adapter=tmp_path / "run")
+    assert merged["max_abs_diff"] <= 1e-4
     loaded, _ = load_model(tmp_path / "merged")
+    assert only_stock_modules(loaded) == []
     batch = encode(tok)
     torch.testing.assert_close(_logits(loaded, batch), _logits(trained, batch), atol=1e-4, rtol=1e-4)

@@ -79,7 +79,7 @@ def test_merged_model_equals_trained_and_changes_only_the_targets(batch: dict[st
     with torch.no_grad():
         trained = model(**batch).logits
         delta = delta_state(model)
-        merged = HIWI.merge(model)
+        merged = HIWI.merge_(model)
         after = merged(**batch).logits
     assert only_stock_modules(merged) == []
     torch.testing.assert_close(after, trained, atol=1e-4, rtol=1e-4)
@@ -113,7 +113,7 @@ def test_weight_targets_feed_each_row(batch: dict[str, torch.Tensor]) -> None:
     perturb_(model, 0.1)
     with torch.no_grad():
         trained = model.eval()(**batch).logits
-        merged = HIWI.merge(model)
+        merged = HIWI.merge_(model)
         torch.testing.assert_close(merged(**batch).logits, trained, atol=1e-4, rtol=1e-4)
     ffn = ("intermediate.dense", "output.dense")
     ffn_weights = {f"bert.encoder.layer.{i}.{p}.weight" for i in (0, 1) for p in ffn}
@@ -174,7 +174,7 @@ def test_norm_targets_adapt_the_ffn_layernorm(batch: dict[str, torch.Tensor]) ->
         assert not torch.allclose(trained, reference, atol=1e-3)
         delta = delta_state(model)
         report = stored_delta(model)
-        merged = HIWI.merge(model)
+        merged = HIWI.merge_(model)
         torch.testing.assert_close(merged(**batch).logits, trained, atol=1e-4, rtol=1e-4)
     assert only_stock_modules(merged) == []
     assert type(merged.bert.encoder.layer[1].output.LayerNorm) is torch.nn.LayerNorm

@@ -82,7 +82,7 @@ def test_method_merges_exactly_into_stock_modules(name: str, tokenizer: object, 
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval()(**batch).logits, trained, atol=1e-5, rtol=1e-5)
 
-    merged = method.merge(model)
+    merged = method.merge_(model)
     assert only_stock_modules(merged) == []
     merged.eval()
     with torch.no_grad():

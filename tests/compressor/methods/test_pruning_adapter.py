@@ -206,24 +206,24 @@ def test_inject_refuses_unknown_layers_and_double_injection() -> None:
         inject_pruning_adapter(model, PruningAdapterConfig())
 
 
-def test_finetune_and_merge_run_end_to_end(tmp_path: Path) -> None:
-    from compressor.finetune import finetune
-    from compressor.merge import load_run, merge_run
+def test_finetune_and_merge_stages_run_end_to_end(tmp_path: Path) -> None:
+    from compressor.stages.finetune import FinetuneConfig, load_adapter_dir
+    from compressor.stages.merge import MergeConfig
     from compressor.train.config import TrainConfig
-    from tests.models import save_tiny_checkpoint
+    from tests.models import run_stage_to, save_tiny_checkpoint
 
     base = save_tiny_checkpoint(tmp_path / "base")
-    data = load_data(write_tiny_data(tmp_path / "train.tsv", 24))
     cfg = PruningAdapterConfig(examples=16, batch_size=8)
     train = TrainConfig(epochs=1, max_steps=4, batch_size=8, save_steps=4, logging_steps=2, lr=1e-3)
-    finetune(str(base), "pruning-adapter", cfg, train, data=data, eval_data=None, out_dir=tmp_path / "run", quiet=True)
+    config = FinetuneConfig(method="pruning-adapter", options=cfg, train=train)
+    run_stage_to("finetune", config, tmp_path / "run", model=base, train=write_tiny_data(tmp_path / "train.tsv", 24))
     saved = config_from_dict(PruningAdapterConfig, json.loads((tmp_path / "run" / "method.json").read_text()))
     assert saved.high_rank_layers == cfg.high_rank_layers and len(saved.high_rank_layers) == 1
     structure = json.loads((tmp_path / "run" / "structure.json").read_text())
     assert sum(len(e["heads"]) for e in structure["layers"]) == 6
-    trained, tok, _ = load_run(tmp_path / "run")
-    report = merge_run(tmp_path / "run", tmp_path / "merged")
-    assert report.max_abs_diff <= 1e-4
+    trained, tok, _ = load_adapter_dir(tmp_path / "run")
+    summary = run_stage_to("merge", MergeConfig(), tmp_path / "merged", adapter=tmp_path / "run")
+    assert summary["max_abs_diff"] <= 1e-4
     loaded, _ = load_model(tmp_path / "merged")
     assert structure_of(loaded)["layers"] == structure["layers"]
     batch = encode(tok)

@@ -89,17 +89,38 @@ def test_iterative_schedule_reaches_the_requested_structure(tmp_path: Path) -> N
 def test_iterative_plan_rescores_each_round_and_meets_its_budget(tmp_path: Path) -> None:
     tok = tiny_tokenizer(tmp_path / "tok")
     model = tiny_model(3)
-    analysed = analyse(
-        copy.deepcopy(model),
-        AnalyseConfig(scorer="magnitude", budget="params=0.5"),
-        tokenizer=tok,
-        out_dir=tmp_path / "analysis",
-    )
+    analysed = analyse(copy.deepcopy(model), AnalyseConfig(scorer="magnitude", budget="params=0.5"), tokenizer=tok)
+    plan = analysed.save(tmp_path)["plan"]
     target = analysed.plan.predicted["params"]["after"]
     start = encoder_params(model)
-    report = prune_(model, PruneConfig(plan=str(analysed.paths["plan"]), iterations=2), tokenizer=tok)
+    report = prune_(model, PruneConfig(plan=str(plan), iterations=2), tokenizer=tok)
     assert [r["rescored"]["scorer"] for r in report.iterations] == ["magnitude", "magnitude"]
     assert report.iterations[0]["rescored"]["kept"] == pytest.approx(0.5**0.5, abs=0.03)  # geometric: √0.5 first
     neuron_cost = 2 * model.config.hidden_size + 1
     assert target - neuron_cost <= encoder_params(model) <= target + neuron_cost
     assert encoder_params(model) < 0.55 * start
+
+
+def test_vocabulary_pruning_and_accuracy_come_with_the_prune(tmp_path: Path) -> None:
+    from compressor.arch.modules import RemappedEmbedding
+    from compressor.prune.vocab import used_token_ids
+    from compressor.train.loop import evaluate
+
+    tok = tiny_tokenizer(tmp_path / "tok")
+    texts = load_data(write_tiny_data(tmp_path / "train.tsv", 10))
+    val = load_data(write_tiny_data(tmp_path / "val.tsv", 10))  # the same sentences: no token falls back
+    model = tiny_model(4)
+    report = prune_(model, PruneConfig(heads=0.25, vocab="train"), tokenizer=tok, eval_data=val, vocab_data=texts)
+    assert report.structure == [(0, 3, 37), (1, 3, 37)]
+    embedding = model.bert.embeddings.word_embeddings
+    assert isinstance(embedding, RemappedEmbedding)
+    assert report.vocab["kept"] == embedding.weight.shape[0] == len(used_token_ids(tok, texts.texts))
+    assert report.vocab["source_size"] == tiny_model().config.vocab_size
+    assert report.vocab["model_bytes_after"] < report.vocab["model_bytes_before"]
+    assert report.vocab["validation_unknown_rate"] == 0.0
+    assert report.accuracy == evaluate(model, tok, val)["accuracy"]
+
+    plain = tiny_model(4)
+    report = prune_(plain, PruneConfig(heads=0.25), tokenizer=tok)
+    assert report.vocab is None and report.accuracy is None
+    assert type(plain.bert.embeddings.word_embeddings) is torch.nn.Embedding

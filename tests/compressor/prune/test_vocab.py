@@ -77,13 +77,14 @@ def test_exported_graph_holds_the_id_map(tmp_path: Path) -> None:
     """The remapping is part of the ONNX graph: the tokenizer's ids go in unchanged, unseen ones hit [UNK]."""
     import onnxruntime as ort
 
-    from exporters.onnx.export import torch_to_onnx
+    from exporters.onnx.export import torch_to_onnx, trace_feed
     from exporters.onnx.specs import EXPORT_SPECS
 
     tok = tiny_tokenizer(tmp_path / "tok")
     _, model, _ = _pruned(tok)
     path = tmp_path / "model.onnx"
-    torch_to_onnx(model, tok, EXPORT_SPECS.get("bert"), path, opset=17)
+    spec = EXPORT_SPECS.get("bert")
+    torch_to_onnx(model, trace_feed(tok, spec), spec, path, opset=17)
     graph = onnx.load(str(path)).graph
     vocab = model.config.vocab_size
     id_maps = [i for i in graph.initializer if list(i.dims) == [vocab] and i.data_type == onnx.TensorProto.INT32]

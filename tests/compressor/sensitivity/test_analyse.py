@@ -10,14 +10,20 @@ from compressor.sensitivity.analyse import analyse
 from compressor.sensitivity.config import AnalyseConfig
 from compressor.sensitivity.cost import layer_shapes
 from compressor.sensitivity.plan import Plan
-from tests.models import tiny_model
+from tests.models import run_stage_to, save_tiny_checkpoint, tiny_model
 
 
 def test_analyse_writes_report_heatmap_and_plan(tokenizer, data, out: Path) -> None:  # noqa: ANN001
     model = tiny_model(num_hidden_layers=3)
     config = AnalyseConfig(scorer="taylor", samples=16, batch_size=8, budget="flops=0.5", min_heads=0)
-    report = analyse(model, config, tokenizer=tokenizer, data=data, out_dir=out)
-    assert set(report.paths) == {"sensitivity", "heatmap", "plan"}
+    report = analyse(model, config, tokenizer=tokenizer, data=data)
+    out.mkdir()
+    paths = report.save(out)
+    assert paths == {
+        "sensitivity": out / "sensitivity.json",
+        "heatmap": out / "heatmap.png",
+        "plan": out / "plan.json",
+    }
     assert sorted(p.name for p in out.iterdir()) == ["heatmap.png", "plan.json", "sensitivity.json"]
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((out / "sensitivity.json").read_text())
@@ -30,18 +36,25 @@ def test_analyse_writes_report_heatmap_and_plan(tokenizer, data, out: Path) -> N
     assert Plan.load(out / "plan.json").to_dict() == report.plan.to_dict()
     assert len(layer_shapes(model)) == 3  # analyse never prunes the model it scores
     assert report.summary()["plan"]["predicted"]["flops"]["fraction"] <= 0.5
-    assert report.table().row_count == 3
+    table = report.table()
+    assert len(table["rows"]) == 3 and table["headers"][:2] == ["layer", "heads kept"]
+    assert table["caption"].startswith("encoder params ")
 
 
 def test_analyse_without_budget_or_data(tokenizer, out: Path) -> None:  # noqa: ANN001
-    report = analyse(tiny_model(), AnalyseConfig(scorer="magnitude", budget="none"), tokenizer=tokenizer, out_dir=out)
+    report = analyse(tiny_model(), AnalyseConfig(scorer="magnitude", budget="none"), tokenizer=tokenizer)
+    out.mkdir()
+    assert set(report.save(out)) == {"sensitivity", "heatmap"}
     assert report.plan is None and not (out / "plan.json").exists() and (out / "heatmap.png").is_file()
     with pytest.raises(ConfigError, match="needs labelled data"):
         analyse(tiny_model(), AnalyseConfig(scorer="fisher"), tokenizer=tokenizer)
 
 
-def test_failed_analysis_leaves_no_partial_output(tokenizer, data, out: Path) -> None:  # noqa: ANN001
+def test_failed_analysis_leaves_no_partial_output(tokenizer, data, tmp_path: Path, out: Path) -> None:  # noqa: ANN001
     config = AnalyseConfig(scorer="magnitude", budget="params=0.05", min_heads=4)
     with pytest.raises(ConfigError, match="per-layer minimum"):
-        analyse(tiny_model(), config, tokenizer=tokenizer, data=data, out_dir=out)
-    assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))
+        analyse(tiny_model(), config, tokenizer=tokenizer, data=data)
+    # the analyse stage (what `compressor analyse` and a recipe run) writes its directory whole or not at all
+    with pytest.raises(ConfigError, match="per-layer minimum"):
+        run_stage_to("analyse", config, out, model=save_tiny_checkpoint(tmp_path / "ckpt"))
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}.tmp*"))

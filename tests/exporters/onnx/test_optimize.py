@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from compressor.errors import ExportError
-from exporters.onnx.export import torch_to_onnx
+from exporters.onnx.export import torch_to_onnx, trace_feed
 from exporters.onnx.optimize import check_fused_ops, enforce, expected_fused_ops, fuse_graph
 from exporters.onnx.specs import EXPORT_SPECS
 from tests.models import tiny_model
@@ -29,7 +29,7 @@ def test_expected_fused_ops_follow_the_structure() -> None:
 def graphs(tmp_path_factory, tokenizer) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     folder = tmp_path_factory.mktemp("graphs")
     spec = EXPORT_SPECS.get("bert")
-    torch_to_onnx(tiny_model(), tokenizer, spec, folder / "plain.onnx", opset=17)
+    torch_to_onnx(tiny_model(), trace_feed(tokenizer, spec), spec, folder / "plain.onnx", opset=17)
     fuse_graph(folder / "plain.onnx", folder / "fused.onnx", spec)
     return onnx.load(str(folder / "plain.onnx")), onnx.load(str(folder / "fused.onnx"))
 

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import torch
 
-from exporters.onnx.export import export_onnx, torch_to_onnx
+from exporters.onnx.export import export_onnx, torch_to_onnx, trace_feed
 from exporters.onnx.sessions import batches, make_session, run_logits
 from exporters.onnx.sparse import initializer_arrays, sparsify_
 from exporters.onnx.specs import EXPORT_SPECS
@@ -27,7 +27,7 @@ def _mostly_zero_model() -> torch.nn.Module:
 def test_sparse_storage_round_trips_exactly(tokenizer, tmp_path: Path) -> None:
     spec = EXPORT_SPECS.get("bert")
     path = tmp_path / "dense.onnx"
-    torch_to_onnx(_mostly_zero_model(), tokenizer, spec, path, opset=17)
+    torch_to_onnx(_mostly_zero_model(), trace_feed(tokenizer, spec), spec, path, opset=17)
     model = onnx.load(str(path))
     before = initializer_arrays(model)
     report = sparsify_(model, 0.9)
@@ -49,7 +49,8 @@ def test_sparse_storage_round_trips_exactly(tokenizer, tmp_path: Path) -> None:
 
 def test_dense_weights_stay_dense(tokenizer, tmp_path: Path) -> None:
     path = tmp_path / "dense.onnx"
-    torch_to_onnx(tiny_model(), tokenizer, EXPORT_SPECS.get("bert"), path, opset=17)
+    spec = EXPORT_SPECS.get("bert")
+    torch_to_onnx(tiny_model(), trace_feed(tokenizer, spec), spec, path, opset=17)
     model = onnx.load(str(path))
     assert sparsify_(model, 0.5).tensors == []
     assert len(model.graph.sparse_initializer) == 0

@@ -5,7 +5,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from exporters.onnx.export import torch_to_onnx
+from exporters.onnx.export import torch_to_onnx, trace_feed
 from exporters.onnx.specs import EXPORT_SPECS
 from tests.models import tiny_model
 
@@ -22,7 +22,7 @@ def test_export_matches_the_declared_signature(model_type: str, tokenizer, tmp_p
     model = CASES[model_type]()
     assert model.config.model_type == spec.model_type
     path = tmp_path / "model.onnx"
-    torch_to_onnx(model, tokenizer, spec, path, opset=spec.opset)
+    torch_to_onnx(model, trace_feed(tokenizer, spec), spec, path, opset=spec.opset)
     graph = onnx.load(str(path)).graph
     assert tuple(i.name for i in graph.input) == spec.inputs
     assert tuple(o.name for o in graph.output) == spec.outputs

@@ -1,3 +1,5 @@
+"""`exporters.measure`: artifacts benchmarked side by side, interleaved, in one process."""
+
 from __future__ import annotations
 
 import json
@@ -73,6 +75,18 @@ def test_without_data_measures_latency_only(artifacts: list[Path], tmp_path: Pat
         plot(report, tmp_path / "x.png")
     with pytest.raises(ConfigError, match="real_lengths"):
         benchmark(artifacts[:1], BenchmarkConfig(**FAST, real_lengths=True))
+
+
+def test_profile_splits_the_run_time_by_op_type(artifacts: list[Path], tmp_path: Path) -> None:
+    report = benchmark(artifacts[:1], BenchmarkConfig(**FAST, profile=True))
+    profile = report.results[0].profile
+    assert profile and "MatMul" in profile
+    assert sum(op["share"] for op in profile.values()) == pytest.approx(1.0, abs=1e-3)
+    times = [op["ms_per_run"] for op in profile.values()]
+    assert times == sorted(times, reverse=True) and all(t >= 0 for t in times)  # largest first
+    report.write_json(tmp_path / "bench.json")
+    assert json.loads((tmp_path / "bench.json").read_text())["results"][0]["profile"] == profile
+    assert benchmark(artifacts[:1], BenchmarkConfig(**FAST)).results[0].profile is None  # off by default
 
 
 def test_eval_rows_caps_the_accuracy_pass(artifacts: list[Path], data) -> None:  # noqa: ANN001
