@@ -44,7 +44,7 @@ def command(
         quiet=True,
         as_json=as_json,
     )
-    if as_json or quiet:
+    if as_json:
         return
     from rich.console import Console
     from rich.table import Table

@@ -49,6 +49,10 @@ def command(
     from compressor.stages.context import DataFiles
     from compressor.stages.render import text_table
 
+    if plot is not None and data.eval is None:
+        from compressor.errors import ConfigError
+
+        raise ConfigError("--plot shows accuracy against latency: pass --data with labelled examples")
     entries = [resolve(path, name, baseline=True) for name, path in map(parse_item, baseline or [])]
     entries += [resolve(path, name) for name, path in map(parse_item, items)]
     comparison = compare(entries, config, data=DataFiles(data).eval())

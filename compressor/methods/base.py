@@ -93,8 +93,7 @@ def wrap_(
     Refuses a model that already holds one of `layers` (a second injection would stack adapters) and an empty
     `found` (the targets do not exist in this model, e.g. every head was pruned). Returns how many were wrapped.
     """
-    if any(isinstance(m, layers) for m in model.modules()):
-        raise ModelError(f"{what} is already injected into this model")
+    refuse_reinjection(model, layers, what)
     found = list(found)
     if not found:
         raise ModelError(f"{what} found nothing to adapt in this model (are the targets pruned away?)")
@@ -103,6 +102,12 @@ def wrap_(
         set_module(model, name, make(name, module))
     unfreeze_classifier_(model)
     return len(found)
+
+
+def refuse_reinjection(model: nn.Module, layers: tuple[type[nn.Module], ...], what: str) -> None:
+    """A ModelError when `model` already holds one of the method's layers: a second injection would stack them."""
+    if any(isinstance(m, layers) for m in model.modules()):
+        raise ModelError(f"{what} is already injected into this model")
 
 
 def unwrap(model: nn.Module, layers: tuple[type[nn.Module], ...]) -> nn.Module:

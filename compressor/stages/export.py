@@ -49,7 +49,7 @@ class ExportStage(StageBase):
                 calibration = load_data(config.calibration_data, require_labels=False).texts
             elif ctx.data.path("train") is not None:
                 calibration = ctx.data.train(labels).texts
-        source = {"model": str(ctx.model), "weights_sha256_16": model_fingerprint(path)}
+        source = {"model": str(ctx.model), "path": str(path), "weights_sha256_16": model_fingerprint(path)}
         report = export_onnx(
             model,
             config,

@@ -149,6 +149,14 @@ def parse_recipe(raw: dict[str, Any], *, base_dir: Path, source: str, default_na
     return recipe
 
 
+SLOT_WORDS = {
+    "model": "a model",
+    "adapter": "an adapter",
+    "plan": "the plan of an analysis (`plan: analyse`)",
+    "artifact": "exported artifacts",
+}
+
+
 def check_flow(recipe: Recipe, source: str) -> None:
     """Every stage finds what it reads: the model, an adapter to merge, a plan, artifacts to compare.
 
@@ -156,23 +164,26 @@ def check_flow(recipe: Recipe, source: str) -> None:
     stale (a fine-tune leaves an adapter that must be merged before anything reads a model again).
     """
     filled: dict[str, str] = {"model": "the recipe's `model`"}
-    emptied: dict[str, str] = {}
+    emptied: dict[str, Entry] = {}  # slot → the stage that left it stale
     for entry in recipe.stages:
         for slot in entry.stage.needs(entry.config):
             if slot in filled:
                 continue
-            givers = [s for s in STAGES.names() if STAGES.get(s).gives == slot]
+            givers = " or ".join(f"`{s}`" for s in STAGES.names() if STAGES.get(s).gives == slot)
+            article = "an" if givers[1] in "aeiou" else "a"
             if slot in emptied:
+                left = emptied[slot]  # e.g. a fine-tune: what takes its output (a merge) brings the slot back
+                fix = next(s for s in STAGES.names() if left.stage.gives in STAGES.get(s).consumes)
                 raise ConfigError(
-                    f"{source}: stage `{entry.name}` reads a {slot}, but `{emptied[slot]}` left it unmerged: add "
-                    f"a `{givers[0]}` stage right after `{emptied[slot]}`"
+                    f"{source}: stage `{entry.name}` reads {SLOT_WORDS[slot]}, but `{left.name}` left it "
+                    f"unmerged: add a `{fix}` stage right after `{left.name}`"
                 )
             raise ConfigError(
-                f"{source}: stage `{entry.name}` reads a {slot}: add a `{' or '.join(givers)}` stage before it"
+                f"{source}: stage `{entry.name}` reads {SLOT_WORDS[slot]}: add {article} {givers} stage before it"
             )
         for slot in entry.stage.consumes:
             filled.pop(slot, None)
-            emptied[slot] = entry.name
+            emptied[slot] = entry
         if entry.stage.gives:
             filled[entry.stage.gives] = entry.name
             emptied.pop(entry.stage.gives, None)
@@ -245,10 +256,10 @@ def _migrate(raw: dict[str, Any], source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: recipe version {version} is newer than this compressor understands ({VERSION})")
     if version == VERSION:
         return raw
-    return _migrate_v1(raw)
+    return _migrate_v1(raw, source)
 
 
-def _migrate_v1(raw: dict[str, Any]) -> dict[str, Any]:
+def _migrate_v1(raw: dict[str, Any], source: str) -> dict[str, Any]:
     """v1 → v2: the benchmark's `baselines` (dense exports of the unpruned model, fp32 and int8, made right before
     the first prune or export) become explicit export stages; prune's `vocab: true` becomes `vocab: train`; the
     benchmark's `plot` goes (the plot is written whenever there is validation data)."""
@@ -264,6 +275,12 @@ def _migrate_v1(raw: dict[str, Any]) -> dict[str, Any]:
     if isinstance(bench, dict):
         baselines = bench.pop("baselines", ["fp32", "int8"]) or []
         bench.pop("plot", None)
+        if (
+            not isinstance(baselines, list)
+            or any(b not in ("fp32", "int8") for b in baselines)
+            or len(set(baselines)) != len(baselines)
+        ):
+            raise ConfigError(f"{source}: benchmark `baselines` must be a subset of fp32, int8; got {baselines!r}")
     elif bench is not None or any(k == "benchmark" for k, _ in bodies):
         baselines = ["fp32", "int8"]
     out = []

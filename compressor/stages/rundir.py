@@ -82,9 +82,10 @@ def is_run_dir(path: Path) -> bool:
 class Run:
     """Numbering, skipping and recording of the stage directories of one run."""
 
-    def __init__(self, out_dir: Path, *, resume: bool) -> None:
+    def __init__(self, out_dir: Path, *, resume: bool, recipe_name: str = "") -> None:
         self.dir = out_dir
         self.resume = resume
+        self.recipe_name = recipe_name
         self.rerun = False  # once a stage runs, every later stage runs too
         self.stages: list[StageRun] = []
         self._hashes: dict[str, str] = {}
@@ -109,8 +110,8 @@ class Run:
                 )
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        run = cls(out_dir, resume=resume)
-        run.write_index(recipe_name)  # the marker goes first: from now on this is a run directory
+        run = cls(out_dir, resume=resume, recipe_name=recipe_name)
+        run.write_index()  # the marker goes first: from now on this is a run directory
         return run
 
     def external(self, path: str | Path) -> str:
@@ -149,6 +150,7 @@ class Run:
             stage_dir / STAGE_FILE,
             {"stage": name, "key": key, "config": config, "config_hash": stage.config_hash, "inputs": inputs},
         )
+        self.write_index()  # listed while it runs: an interrupted stage shows as unfinished
         stage.started = time.perf_counter()
         return stage
 
@@ -165,7 +167,7 @@ class Run:
         save_json(stage.dir / DONE, stage.record)
         logger.info("stage %s: done in %.1f s", stage.dir.name, stage.record["seconds"])
 
-    def write_index(self, recipe_name: str, *, prune_stale: bool = False) -> None:
+    def write_index(self, *, prune_stale: bool = False) -> None:
         """run.json: the stage directories of this run in order; with `prune_stale`, stage directories this recipe no
         longer has are removed (only directories the tool wrote: `NN-name/` holding a stage.json)."""
         if prune_stale:
@@ -179,7 +181,7 @@ class Run:
             self.dir / RUN_FILE,
             {
                 "kind": RUN_KIND,
-                "recipe": recipe_name,
+                "recipe": self.recipe_name,
                 "stages": [
                     {"dir": s.dir.name, "stage": s.name, "key": s.key, "status": s.status} for s in self.stages
                 ],

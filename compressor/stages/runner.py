@@ -124,13 +124,12 @@ def run_pipeline(
                 )
                 summary = stage.run(ctx, config)
                 run.finish(done, summary)
-                run.write_index(recipe.name)
                 line = stage.describe(summary)
                 if line:
                     logger.info("%s: %s", entry.name, line)
             slots.fill(stage, entry.name, done)
             slots.history.append({"stage": entry.name, "key": stage.key, "config": config_to_dict(config)})
-        run.write_index(recipe.name, prune_stale=True)
+        run.write_index(prune_stale=True)
         md, html = write_report(out_dir)
     return RunResult(out_dir, recipe, run.stages, md, html, dict(slots.artifacts))
 

@@ -186,23 +186,39 @@ def _report_progress(trainer: Any, quiet: bool) -> Any:
     for results (`--json`). Returns the callback, which also remembers the last evaluation."""
     import sys
 
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 
-    class EpochLines(ProgressCallback):
+    class EpochLines(TrainerCallback):
         def __init__(self) -> None:
-            super().__init__()
+            self.bars = None if quiet else ProgressCallback()  # the Trainer's own bars, on stderr
             self.seen = 0  # log_history entries already summarised
             self.last_eval: tuple[int, dict[str, float]] | None = None
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            pass  # the Trainer's raw dicts are summarised per epoch instead
+        def _bars(self, event: str, *args: Any, **kwargs: Any) -> None:
+            if self.bars is not None:
+                getattr(self.bars, event)(*args, **kwargs)
+
+        def on_train_begin(self, *args: Any, **kwargs: Any) -> None:
+            self._bars("on_train_begin", *args, **kwargs)
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            self._bars("on_step_end", *args, **kwargs)
+
+        def on_prediction_step(self, *args: Any, **kwargs: Any) -> None:
+            self._bars("on_prediction_step", *args, **kwargs)
+
+        def on_predict(self, *args: Any, **kwargs: Any) -> None:
+            self._bars("on_predict", *args, **kwargs)
+
+        def on_train_end(self, *args: Any, **kwargs: Any) -> None:
+            self._bars("on_train_end", *args, **kwargs)
 
         def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if args.eval_strategy == "no":  # else the evaluation that follows prints the line, with its accuracy
                 self._line(args, state, None)
 
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> None:
-            super().on_evaluate(args, state, control, metrics=metrics, **kwargs)
+            self._bars("on_evaluate", args, state, control, metrics=metrics, **kwargs)
             self.last_eval = (state.global_step, dict(metrics or {}))
             self._line(args, state, metrics)
 
@@ -220,8 +236,9 @@ def _report_progress(trainer: Any, quiet: bool) -> Any:
                 parts.append(f"lr {rates[-1]:.1e}")
             text = f"epoch {state.epoch or 0:.2f}/{args.num_train_epochs:g}: " + ", ".join(parts)
             text += f" ({state.global_step} steps)"
-            if self.training_bar is not None:
-                self.training_bar.write(text, file=sys.stderr)
+            bar = None if self.bars is None else self.bars.training_bar
+            if bar is not None:
+                bar.write(text, file=sys.stderr)
             else:
                 logger.info(text)
 

@@ -71,14 +71,6 @@ def _expect_interrupted(code: int, err: str, out: Path, case: str, args: list[ob
     record(case, Result([str(a) for a in args], code, "", err), lines[-1])
 
 
-QUIET_BAR = (
-    "library bug: `compressor finetune -q` still draws the training progress bar on stderr (train/loop.py "
-    "`_report_progress` always installs its ProgressCallback subclass, whatever `quiet`), so the bar's last frame "
-    "follows the `Interrupted:` line"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=QUIET_BAR)
 def test_sigint_during_finetune_then_resume(cli, tmp_path: Path, ckpt: Path, train_tsv: Path) -> None:
     out = tmp_path / "run"
     args = [

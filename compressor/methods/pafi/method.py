@@ -9,7 +9,7 @@ from torch import nn
 
 from compressor.arch.parts import encoder_linears
 from compressor.errors import ModelError
-from compressor.methods.base import wrap_
+from compressor.methods.base import refuse_reinjection, wrap_
 from compressor.methods.pafi.config import PafiConfig
 from compressor.methods.pafi.layers import PafiLinear
 
@@ -43,6 +43,7 @@ def select_mask(model: nn.Module, cfg: PafiConfig) -> dict[str, torch.Tensor]:
 
 def inject_pafi(model: nn.Module, cfg: PafiConfig) -> nn.Module:
     """Freeze the model, wrap every matrix holding masked entries in a `PafiLinear`, train those and the head."""
+    refuse_reinjection(model, (PafiLinear,), "PaFi")  # before the mask: an injected model has no plain linears left
     masks = select_mask(model, cfg)
     chosen = [(name, model.get_submodule(name)) for name, indices in masks.items() if indices.numel()]
     wrap_(model, chosen, lambda name, linear: PafiLinear(linear, masks[name]), layers=(PafiLinear,), what="PaFi")

@@ -163,11 +163,6 @@ def test_layer_without_heads_is_skipped(batch: dict[str, torch.Tensor]) -> None:
         torch.testing.assert_close(PAFI.merge_(model)(**batch).logits, before, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: select_mask runs before wrap_'s guard and finds no plain nn.Linear left, so a second "
-    "injection reports `PaFi found no encoder weight matrices for targets [...]` instead of `already injected`",
-)
 def test_inject_twice_is_refused() -> None:
     model = PAFI.inject(tiny_model(0), PafiConfig())
     with pytest.raises(ModelError, match="already injected"):

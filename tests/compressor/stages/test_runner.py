@@ -150,11 +150,6 @@ def test_interrupted_stage_is_redone_on_resume(
     assert (out / "04-export" / DONE).is_file() and (out / "04-export" / "artifact" / "model.onnx").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: Run.begin writes stage.json but not run.json, so the interrupted stage is missing from "
-    "run.json and summarise_run shows neither it nor the `unfinished: … --resume` hint",
-)
 def test_summary_of_an_interrupted_run_names_the_unfinished_stage(
     tmp_path: Path, tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
