@@ -72,5 +72,5 @@ def test_compare_refusals(inputs: dict[str, Path], tmp_path: Path, monkeypatch, 
     code, _, err = run_cli(["compare", str(unfinished), *FAST], monkeypatch, capsys)
     assert_one_line_error(code, err, 2, f"run `{unfinished}` has no finished export stage")
     code, _, err = run_cli(["compare", baseline, "--plot", str(tmp_path / "p.png"), *FAST], monkeypatch, capsys)
-    assert_one_line_error(code, err, 2, "the plot shows accuracy against latency: compare with labelled data (--data)")
+    assert_one_line_error(code, err, 2, "--plot shows accuracy against latency: pass --data with labelled examples")
     assert not (tmp_path / "p.png").exists()

@@ -32,7 +32,11 @@ def test_export_writes_an_artifact_and_prints_json(checkpoint: Path, tmp_path: P
     assert summary["agreement"] >= 0.99 and summary["accuracy_samples"] == 20
     assert 0 <= summary["accuracy"] <= 1 and summary["out"] == str(out)
     manifest = json.loads((out / "compressor.json").read_text())
-    assert manifest["source"] == {"model": str(checkpoint), "weights_sha256_16": model_fingerprint(checkpoint)}
+    assert manifest["source"] == {
+        "model": str(checkpoint),
+        "path": str(checkpoint),
+        "weights_sha256_16": model_fingerprint(checkpoint),
+    }
     assert manifest["files"]["model.onnx"]["bytes"] == summary["model_bytes"]
     assert manifest["accuracy"]["final"] == summary["accuracy"]
 
