@@ -54,6 +54,7 @@ def prune_(
     eval_data: Any = None,
     vocab_data: Any = None,
     work_dir: Path | None = None,
+    resume: bool = False,
     quiet: bool = False,
 ) -> PruneReport:
     """Remove the heads and FFN neurons the config asks for, in place; then recover if asked; then keep only the
@@ -67,6 +68,8 @@ def prune_(
         eval_data: validation data to report accuracy after everything.
         vocab_data: texts (a LabelledData, labels not needed) whose token ids the embedding keeps.
         work_dir: where distillation keeps its checkpoints (default: a temporary directory).
+        resume: continue an interrupted distillation from its newest checkpoint in `work_dir` (the steps before it
+            are deterministic, so the checkpoint belongs to the same model).
     """
     params_before = sum(p.numel() for p in model.parameters())
     enc_before = sum(p.numel() for p in encoder_layers(model).parameters())
@@ -107,6 +110,7 @@ def prune_(
             eval_data=eval_data,
             distill_steps=distill_steps[t],
             work_dir=_round_dir(work_dir, t, k),
+            resume=resume,
             quiet=quiet,
         )
         step |= {
@@ -166,6 +170,7 @@ def _recover_(
     eval_data: Any,
     distill_steps: int,
     work_dir: Path | None,
+    resume: bool,
     quiet: bool,
 ) -> dict[str, Any]:
     """One round of the recovery `config.recover` asks for: reconstruct, then distill."""
@@ -185,6 +190,7 @@ def _recover_(
             data=data,
             eval_data=eval_data,
             work_dir=work_dir,
+            resume=resume and work_dir is not None,
             quiet=quiet,
             steps=distill_steps,
         )

@@ -28,6 +28,7 @@ def distill_(
     data: Any,
     eval_data: Any = None,
     work_dir: Path | None = None,
+    resume: bool = False,
     quiet: bool = False,
     steps: int | None = None,
 ) -> dict[str, Any]:
@@ -83,6 +84,7 @@ def distill_(
             default_lr=method.default_lr,
             extra_loss=extra,
             find_unused_parameters=method.find_unused_parameters,
+            resume=resume,
             quiet=quiet,
         )
     merged = merge(wrapped)

@@ -3,6 +3,7 @@ vocabulary pruning → a smaller checkpoint (`model.safetensors` + config.json w
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -80,6 +81,9 @@ class PruneStage(StageBase):
             spec = getattr(ctx.data, "spec", None)
             columns = {} if spec is None else {k: v for k, v in spec.columns.items() if k != "label_column"}
             vocab = load_data(config.vocab, require_labels=False, **columns)
+        work = ctx.out.parent / f".{ctx.out.name}.partial"  # distillation checkpoints, for resuming
+        if not ctx.resume:
+            shutil.rmtree(work, ignore_errors=True)
         report = prune_(
             model,
             config,
@@ -87,12 +91,14 @@ class PruneStage(StageBase):
             data=train,
             eval_data=ctx.data.eval(labels),
             vocab_data=vocab,
-            work_dir=ctx.out.parent / f".{ctx.out.name}.partial",
+            work_dir=work,
+            resume=ctx.resume,
             quiet=ctx.quiet,
         )
         if is_main_process():  # under accelerate/torchrun only rank 0 writes
             with atomic_dir(ctx.out) as tmp:
                 save_model(model, tokenizer, tmp)
+            shutil.rmtree(work, ignore_errors=True)
         return {
             "accuracy": report.accuracy,
             "params": report.params_after,

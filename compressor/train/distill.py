@@ -23,24 +23,36 @@ from compressor.train.loop import ExtraLoss
 
 @dataclass(frozen=True)
 class LayerMap:
-    """Per student layer: the teacher layer it came from, and the teacher head positions of its heads."""
+    """Per student layer: the teacher layer whose output it learns to match, and the teacher positions of its heads
+    (empty where that teacher layer is not the one the student's layer came from: heads are matched only to
+    themselves)."""
 
-    layers: list[int]  # teacher layer index of each student layer
-    heads: list[list[int]]  # per student layer, the teacher's head positions of its kept heads
+    layers: list[int]  # teacher layer index matched by each student layer
+    heads: list[list[int]]  # per student layer, the teacher's head positions of its kept heads (or none)
     hidden: list[int] | None = None  # the teacher's positions of the student's stream dimensions (width pruning)
 
     @classmethod
     def between(cls, student: dict[str, Any], teacher: dict[str, Any]) -> LayerMap:
-        """From two `compressor_structure` dicts (the student pruned from the teacher)."""
-        by_source = {int(e["source"]): (j, list(e["heads"])) for j, e in enumerate(teacher["layers"])}
+        """From two `compressor_structure` dicts (the student pruned from the teacher).
+
+        Layers are matched uniformly (TinyBERT, Jiao et al. 2020): student layer i of S learns teacher layer
+        ⌊(i + 1)·T/S⌋ − 1 of T, so the student's last layer learns the teacher's last, whatever layers were
+        dropped; with no layer dropped that is each layer's own. Matching a kept layer to the teacher layer it came
+        from instead would ask a shallow student's top layer for a middle layer's representation, which the
+        logits then have to undo.
+        """
+        teacher_layers = teacher["layers"]
+        sources = {int(e["source"]) for e in teacher_layers}
+        s_count, t_count = len(student["layers"]), len(teacher_layers)
         layers, heads = [], []
         for i, entry in enumerate(student["layers"]):
-            if int(entry["source"]) not in by_source:
+            if int(entry["source"]) not in sources:
                 raise ValueError(f"student layer {i} (source {entry['source']}) is not a layer of the teacher")
-            j, teacher_heads = by_source[int(entry["source"])]
-            position = {h: k for k, h in enumerate(teacher_heads)}
+            j = (i + 1) * t_count // s_count - 1
+            same = int(teacher_layers[j]["source"]) == int(entry["source"])
+            position = {h: k for k, h in enumerate(teacher_layers[j]["heads"])}
             layers.append(j)
-            heads.append([position[h] for h in entry["heads"]])
+            heads.append([position[h] for h in entry["heads"]] if same else [])
         return cls(layers, heads, hidden_positions(student, teacher))
 
 

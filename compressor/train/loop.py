@@ -23,6 +23,9 @@ from compressor.train.config import TrainConfig, resolve_device
 
 logger = logging.getLogger(__name__)
 
+# Outputs a model returns while layer-wise distillation reads them; evaluation compares logits only (the others differ
+# in sequence length from batch to batch and cannot be gathered).
+EXTRA_OUTPUTS = ("hidden_states", "attentions")
 ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor], Any], torch.Tensor]
 
 
@@ -145,12 +148,18 @@ def train(
     with warnings.catch_warnings():
         # checkpoint rotation warns on file systems with coarse mtimes, then orders by step number anyway
         warnings.filterwarnings("ignore", message="mtime may not be reliable")
-        out = trainer.train(resume_from_checkpoint=str(last) if last else None)
+        out = trainer.train(
+            resume_from_checkpoint=str(last) if last else None, ignore_keys_for_eval=list(EXTRA_OUTPUTS)
+        )
     seconds = time.perf_counter() - start
     metrics = {"train_loss": float(out.training_loss), "train_seconds": round(seconds, 1)}
     if eval_set is not None:
         last = progress.last_eval  # the last epoch's evaluation, when training ended right there
-        ev = last[1] if last is not None and last[0] == out.global_step else trainer.evaluate()
+        ev = (
+            last[1]
+            if last is not None and last[0] == out.global_step
+            else trainer.evaluate(ignore_keys=list(EXTRA_OUTPUTS))
+        )
         metrics.update({"eval_accuracy": float(ev["eval_accuracy"]), "eval_loss": float(ev["eval_loss"])})
     model.eval()
     return TrainResult(metrics, seconds, int(out.global_step), trainer.is_world_process_zero())

@@ -26,8 +26,18 @@ def test_layer_map_follows_sources_and_head_ids() -> None:
     prune_heads_(student, 2, [1, 3])
     drop_layers_(student, [0, 2])  # keeps source layers 0 and 2
     layers = LayerMap.between(ensure_structure(student), ensure_structure(teacher))
-    assert layers.layers == [0, 2]
+    assert layers.layers == [0, 2]  # uniform: 2 of 3 layers learn teacher layers ⌊1.5⌋ - 1 = 0 and 3 - 1 = 2
     assert layers.heads == [[0, 1, 2, 3], [1, 3]]
+
+
+def test_a_shallow_student_learns_the_teachers_top_layers() -> None:
+    teacher = tiny_model(num_hidden_layers=6)
+    student = copy.deepcopy(teacher)
+    prune_heads_(student, 1, [0, 2])
+    drop_layers_(student, [0, 1, 2])  # the bottom three layers stay
+    layers = LayerMap.between(ensure_structure(student), ensure_structure(teacher))
+    assert layers.layers == [1, 3, 5]  # TinyBERT's uniform map: the last layer learns the last
+    assert layers.heads == [[], [], []]  # no kept layer is matched to the layer it came from: no head is compared
 
 
 def test_layer_map_refuses_a_student_with_layers_the_teacher_lacks() -> None:
