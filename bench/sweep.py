@@ -51,8 +51,7 @@ def expand(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for values in itertools.product(*matrix.values()):
             fill = dict(zip(matrix, values, strict=True))
             out.append(
-                run
-                | {"name": run["name"].format(**fill), "set": [s.format(**fill) for s in run.get("set", [])]}
+                run | {"name": run["name"].format(**fill), "set": [s.format(**fill) for s in run.get("set", [])]}
             )
     return out
 
@@ -105,9 +104,9 @@ def section(sweep: dict[str, Any], comparison: Comparison, command: str, seconds
     return "\n".join(lines)
 
 
-def write_docs(sweep: dict[str, Any], text: str) -> None:
-    """Replace the sweep's section (between its markers) in docs/benchmarks.md, or append it."""
-    docs = ROOT / "docs" / "benchmarks.md"
+def write_docs(sweep: dict[str, Any], text: str, folder: Path) -> None:
+    """Replace the sweep's section (between its markers) in FOLDER/benchmarks.md, or append it."""
+    docs = folder / "benchmarks.md"
     start, end = f"<!-- bench:{sweep['name']} -->", f"<!-- /bench:{sweep['name']} -->"
     current = docs.read_text(encoding="utf-8") if docs.is_file() else "# Benchmarks\n"
     block = f"{start}\n{text}\n{end}"
@@ -120,20 +119,29 @@ def write_docs(sweep: dict[str, Any], text: str) -> None:
 
 
 def headline(sweep: dict[str, Any], comparison: Comparison, teacher_dir: Path, command: str) -> dict[str, Any]:
-    """docs/headline.json: the headline row against the full-data teacher and optimum's int8 of it."""
+    """docs/headline.json: the headline rows (one compression per seed) against the full-data teacher and
+    optimum's int8 of it; accuracy is their mean, with each seed's and the spread."""
     rows = {r["name"]: r for r in comparison.rows()}
-    row = rows[sweep["headline"]]
+    picked = [rows[name] for name in sweep["headline"]]
     record = json.loads((teacher_dir / "teacher.json").read_text(encoding="utf-8"))
+    accuracies = [r["accuracy"] for r in picked]
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
     return {
         "teacher_train_rows": record["train_rows"],
         "teacher_accuracy": rows["optimum-fp32"]["accuracy"],
         "optimum_int8_accuracy": rows["optimum-int8"]["accuracy"],
-        "accuracy": row["accuracy"],
-        "speedup_vs_fp32": round(row["speedup"]["optimum-fp32"], 3),
-        "speedup_vs_optimum_int8": round(row["speedup"]["optimum-int8"], 3),
-        "size_mb": round(row["model_bytes"] / 1e6, 2),
+        "accuracy": round(mean(accuracies), 6),
+        "accuracy_seeds": accuracies,
+        "accuracy_spread": round(max(accuracies) - min(accuracies), 6),
+        "speedup_vs_fp32": round(mean([r["speedup"]["optimum-fp32"] for r in picked]), 3),
+        "speedup_vs_optimum_int8": round(mean([r["speedup"]["optimum-int8"] for r in picked]), 3),
+        "size_mb": round(max(r["model_bytes"] for r in picked) / 1e6, 2),
         "threads": comparison.report.config.threads,
         "command": command,
+        "rows": [r["name"] for r in picked],
         "machine": machine_info(comparison.report.config.threads)["cpu"],
     }
 
@@ -143,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--only", nargs="*", default=None, help="Run only these runs (the comparison shows all).")
     parser.add_argument("--dev", action="store_true", help="The sweep's development budget; docs are not written.")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="Where the section, JSON and plot go.")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
@@ -164,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dict(sweep["compare"])
     data = DataFiles(build_strict(DataSpec, {"eval": str(ROOT / settings.pop("data"))}, "compare data"))
     comparison = compare(entries, build_strict(BenchmarkConfig, settings, "compare"), data=data.eval())
-    docs = out if args.dev else ROOT / "docs"  # a development budget never lands in docs/
+    docs = out if args.dev else args.docs  # a development budget never lands in docs/
     write_outputs(
         comparison,
         json_path=docs / f"bench-{sweep['name']}.json",
@@ -173,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(md_table(*comparison.table()))
     if not args.dev:
-        write_docs(sweep, section(sweep, comparison, command, time.perf_counter() - start))
+        write_docs(sweep, section(sweep, comparison, command, time.perf_counter() - start), docs)
         if sweep.get("headline"):
             record = headline(sweep, comparison, teacher_dir, command)
             (docs / "headline.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,8 @@ def prune_(
     structure = ensure_structure(model)
     head_counts = [count_schedule(len(e["heads"]), config.heads, k, config.schedule) for e in structure["layers"]]
     ffn_counts = [count_schedule(e["intermediate"], config.ffn, k, config.schedule) for e in structure["layers"]]
-    distill_steps = _split(config.recover_steps, k) if "distill" in config.recover else [0] * k
+    total = config.recover_steps or math.ceil(len(data or []) * config.recover_epochs / config.batch_size)
+    distill_steps = _split(max(total, k), k) if "distill" in config.recover else [0] * k
     teacher = copy.deepcopy(model).eval() if config.recover != "none" else None
     rounds: list[dict[str, Any]] = []
     recovery: dict[str, Any] = {}

@@ -24,6 +24,13 @@ class PruneConfig:
     recover_steps: int = field(
         default=0, metadata={"help": "Distillation steps in total (split evenly over `iterations`; 0: none)."}
     )
+    recover_epochs: float = field(
+        default=0.0,
+        metadata={
+            "help": "Distillation length as passes over the training data (instead of `recover_steps`, so a recipe "
+            "fits any data size); 0: use `recover_steps`."
+        },
+    )
     distill_weight: float = field(default=1.0, metadata={"help": "λ in CE + λ·KL(student ‖ teacher)."})
     temperature: float = field(default=2.0, metadata={"help": "Distillation temperature T."})
     hidden_weight: float = field(
@@ -88,9 +95,13 @@ class PruneConfig:
             raise ConfigError(f"`vocab_fallback` must be one of {', '.join(FALLBACKS)}; got {self.vocab_fallback!r}")
         if self.recover_steps < 0:
             raise ConfigError(f"`recover_steps` must be >= 0; got {self.recover_steps!r}")
-        if "distill" in self.recover and self.recover_steps == 0:
+        if not self.recover_epochs >= 0:
+            raise ConfigError(f"`recover_epochs` must be >= 0; got {self.recover_epochs!r}")
+        if self.recover_epochs and self.recover_steps:
+            raise ConfigError("give `recover_steps` or `recover_epochs`, not both")
+        if "distill" in self.recover and self.recover_steps == 0 and not self.recover_epochs:
             self.recover_steps = 500
-        if self.recover_steps and self.recover == "none":
+        if (self.recover_steps or self.recover_epochs) and self.recover == "none":
             self.recover = "distill"
         if self.temperature <= 0 or self.distill_weight < 0:
             raise ConfigError("`temperature` must be positive and `distill_weight` non-negative")
@@ -105,7 +116,7 @@ class PruneConfig:
                 raise ConfigError(f"`{name}` must be a positive integer; got {value!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"`schedule` must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
-        if "distill" in self.recover and self.recover_steps < self.iterations:
+        if "distill" in self.recover and not self.recover_epochs and self.recover_steps < self.iterations:
             raise ConfigError(f"`recover_steps` ({self.recover_steps}) must be >= `iterations` ({self.iterations})")
         _check_recover_method(self.recover_method, distill="distill" in self.recover)
 

@@ -44,6 +44,22 @@ def test_config_rejects_bad_values(values: dict, match: str) -> None:
 def test_config_defaults_distill_steps() -> None:
     assert PruneConfig(recover="distill").recover_steps == 500
     assert PruneConfig(recover_steps=10).recover == "distill"
+    epochs = PruneConfig(recover_epochs=0.5)
+    assert (epochs.recover, epochs.recover_steps) == ("distill", 0)
+    with pytest.raises(ConfigError, match="`recover_steps` or `recover_epochs`, not both"):
+        PruneConfig(recover_steps=10, recover_epochs=1.0)
+    with pytest.raises(ConfigError, match="`recover_epochs` must be >= 0"):
+        PruneConfig(recover_epochs=-1.0)
+
+
+def test_recovery_in_epochs_follows_the_data_size(tmp_path: Path) -> None:
+    from compressor.data import load_data
+
+    model, tok = tiny_model(), tiny_tokenizer(tmp_path / "tok")
+    data = load_data(write_tiny_data(tmp_path / "train.tsv", 20))
+    config = PruneConfig(heads=0.5, recover_epochs=1.5, batch_size=8, seed=0)
+    report = prune_(model, config, tokenizer=tok, data=data, work_dir=tmp_path / "work", quiet=True)
+    assert report.recovery["distill"]["steps"] == 4  # ⌈20 rows × 1.5 / 8⌉
 
 
 @pytest.mark.parametrize("schedule", ["geometric", "linear"])

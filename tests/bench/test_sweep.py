@@ -1,0 +1,81 @@
+"""bench/sweep.py end to end on tiny inputs: the user's own fine-tune (bench/teacher.py), optimum's exports of it,
+recipes run into resumable run directories, one comparison; a matrix run and the headline record."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.models import save_tiny_checkpoint, write_tiny_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_a_tiny_sweep_runs_and_records_its_headline(tmp_path: Path) -> None:
+    base = save_tiny_checkpoint(tmp_path / "base")
+    train, val = write_tiny_data(tmp_path / "train.tsv", 48), write_tiny_data(tmp_path / "val.tsv", 12)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "version": 2,
+                "name": "tiny",
+                "model": str(base),
+                "data": {"train": str(train), "eval": str(val)},
+                "stages": [
+                    {"analyse": {"scorer": "magnitude", "budget": "flops=0.5", "seq_len": 32}},
+                    {"prune": {"plan": "analyse", "recover": "distill", "recover_steps": 2, "batch_size": 8}},
+                    {"export": {"max_length": 32, "seq_len": 32, "timing_runs": 2, "eval_samples": 8}},
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    out = tmp_path / "sweep"
+    sweep = {
+        "name": "tiny",
+        "title": "A tiny sweep",
+        "out": str(out),
+        "teacher": {
+            "dir": str(tmp_path / "teacher"),
+            "args": ["--model", str(base), "--train", str(train), "--eval", str(val), "--batch-size", "8"],
+        },
+        "runs": [
+            {"name": "half-{seed}", "recipe": str(recipe), "matrix": {"seed": [1, 2]}, "set": ["prune.seed={seed}"]}
+        ],
+        "compare": {"data": str(val), "threads": 1, "seq_len": 32, "runs": 3, "warmup": 1},
+        "headline": ["half-1", "half-2"],
+        "dev": {"out": str(tmp_path / "dev")},
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "sweep.py"), str(path), "--docs", str(tmp_path / "docs"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    docs = tmp_path / "docs"
+    record = json.loads((docs / "bench-tiny.json").read_text(encoding="utf-8"))
+    rows = {r["name"]: r for r in record["rows"]}
+    assert list(rows) == ["optimum-fp32", "optimum-int8", "half-1", "half-2"]
+    assert all(r["eval_rows"] == 12 for r in rows.values())
+    assert set(rows["half-1"]["speedup"]) == {"optimum-fp32", "optimum-int8"}
+    assert [s["key"] for s in rows["half-2"]["stages"]] == ["analyse", "prune", "export"]
+    assert (docs / "tiny-pareto.png").is_file()
+    assert (out / "half-1" / "run.json").is_file() and (out / "half-2" / "run.json").is_file()
+    section = (docs / "benchmarks.md").read_text(encoding="utf-8")
+    assert "<!-- bench:tiny -->" in section and "## A tiny sweep" in section and "`half-2`: analyse" in section
+    headline = json.loads((docs / "headline.json").read_text(encoding="utf-8"))
+    accuracies = [rows["half-1"]["accuracy"], rows["half-2"]["accuracy"]]
+    assert headline["accuracy"] == pytest.approx(sum(accuracies) / 2)
+    assert headline["teacher_train_rows"] == 48 and headline["threads"] == 1
+    assert set(headline) >= {"teacher_accuracy", "optimum_int8_accuracy", "speedup_vs_fp32", "size_mb", "command"}
