@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from compressor.errors import ArtifactError, ConfigError
+from compressor.stages.tables import structure_rows
 
 REPORT_NAME = "report.md"
 
@@ -38,24 +39,6 @@ def inspect_path(path: Path) -> dict[str, Any]:
     """A JSON-ready description of `path`, with `kind` telling which of the three it is."""
     kind = detect(path)
     return {"artifact": inspect_artifact, "checkpoint": inspect_checkpoint, "run": inspect_run}[kind](Path(path))
-
-
-def layer_rows(structure: dict[str, Any] | None) -> list[dict[str, int]]:
-    """Per kept layer: source layer index, heads kept, FFN width (from a `compressor_structure` dict)."""
-    if not structure or not isinstance(structure.get("layers"), list):
-        return []
-    rows = []
-    for i, entry in enumerate(structure["layers"]):
-        heads = entry.get("heads")
-        rows.append(
-            {
-                "layer": i,
-                "source": int(entry.get("source", i)),
-                "heads": len(heads) if isinstance(heads, list) else int(heads or 0),
-                "intermediate": int(entry.get("intermediate", 0)),
-            }
-        )
-    return rows
 
 
 def inspect_artifact(path: Path) -> dict[str, Any]:
@@ -125,7 +108,7 @@ def _artifact_layers(structure: Any) -> list[dict[str, int]]:
     """`layer_rows` of the manifest's structure; [] when it is not what export writes."""
     # The manifest is not covered by its own hashes: any JSON can be there, and inspect must still describe it.
     try:
-        return layer_rows(structure if isinstance(structure, dict) else None)
+        return structure_rows(structure if isinstance(structure, dict) else None)
     except (AttributeError, TypeError, ValueError, OverflowError):
         return []
 
@@ -158,7 +141,7 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
     raw = read_config(path)  # a ModelError naming the file when config.json is not valid JSON
     model, _ = load_model(path)
     structure = structure_of(model)
-    layers = layer_rows(structure)
+    layers = structure_rows(structure)
     for row, layer in zip(layers, encoder_layers(model), strict=True):
         row["params"] = sum(p.numel() for p in layer.parameters())
     weights = path / "model.safetensors"

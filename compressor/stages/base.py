@@ -58,9 +58,6 @@ class Context:
     quiet: bool = False
     name: str = ""
 
-    def slot(self, name: str) -> Any:
-        return self.artifacts if name == "artifact" else getattr(self, name)
-
 
 class Stage(Protocol):
     """One pipeline stage. `key` is what a recipe and the CLI call it."""

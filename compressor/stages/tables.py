@@ -24,21 +24,29 @@ def structure_table(
     return ["layer", "heads before", "heads after", "FFN before", "FFN after"], rows
 
 
+def structure_rows(structure: Any) -> list[dict[str, int]]:
+    """Per kept layer of a `compressor_structure` dict: source layer, heads kept, FFN width ([] when malformed)."""
+    if not isinstance(structure, dict) or not isinstance(structure.get("layers"), list):
+        return []
+    return [
+        {
+            "layer": i,
+            "source": int(e.get("source", i)),
+            "heads": len(e["heads"]) if isinstance(e.get("heads"), list) else int(e.get("heads") or 0),
+            "intermediate": int(e.get("intermediate", 0)),
+        }
+        for i, e in enumerate(structure["layers"])
+        if isinstance(e, dict)
+    ]
+
+
 def layer_rows(config: dict[str, Any] | None) -> list[dict[str, int]]:
     """Per kept layer of a config.json: source layer, heads, FFN width (from `compressor_structure`, or uniform)."""
     if not config:
         return []
-    structure = config.get("compressor_structure")
-    if isinstance(structure, dict) and isinstance(structure.get("layers"), list):
-        return [
-            {
-                "layer": i,
-                "source": int(e.get("source", i)),
-                "heads": len(e["heads"]) if isinstance(e.get("heads"), list) else int(e.get("heads") or 0),
-                "intermediate": int(e.get("intermediate", 0)),
-            }
-            for i, e in enumerate(structure["layers"])
-        ]
+    rows = structure_rows(config.get("compressor_structure"))
+    if rows:
+        return rows
     heads, ffn = int(config.get("num_attention_heads", 0)), int(config.get("intermediate_size", 0))
     return [
         {"layer": i, "source": i, "heads": heads, "intermediate": ffn}
