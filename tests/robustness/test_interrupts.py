@@ -133,6 +133,21 @@ def test_sigint_during_export(tmp_path: Path, ckpt: Path) -> None:
     _expect_interrupted(code, err, out, "Ctrl-C (SIGINT) during export", args)
 
 
+def test_sigterm_during_export_is_handled_like_ctrl_c(tmp_path: Path, ckpt: Path) -> None:
+    out = tmp_path / "artifact"
+    args = ["export", ckpt, "--out", out, *EXPORT_ARGS]
+    proc = _start(args)
+    _wait_for(proc, lambda: bool(_temporaries(out)), "the export to start writing")
+    proc.send_signal(signal.SIGTERM)  # what `timeout`, docker and systemd send
+    code, _, err = _finish(proc)
+    assert "Traceback" not in err, err[-3000:]
+    assert code == 143, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith("Terminated:") and "rerun" in lines[-1], err[-3000:]
+    assert not out.exists() and _temporaries(out) == [], leftovers(out)
+    record("SIGTERM during export (timeout, docker stop)", Result([str(a) for a in args], code, "", err), lines[-1])
+
+
 def test_sigkill_during_export_leaves_no_artifact(cli, tmp_path: Path, ckpt: Path) -> None:
     out = tmp_path / "artifact"
     args = ["export", ckpt, "--out", out, *EXPORT_ARGS]
