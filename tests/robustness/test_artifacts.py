@@ -552,3 +552,22 @@ def test_merge_method_config_from_the_future(cli, clone, tmp_path: Path, run_dir
         fix="upgrade compressor",
         out=out,
     )
+
+
+def test_merge_onto_another_checkpoint_of_the_same_shape(cli, clone, tmp_path: Path, run_dir: Path) -> None:
+    from tests.models import save_tiny_checkpoint
+
+    run = clone(run_dir, "run")
+    other = save_tiny_checkpoint(tmp_path / "other", seed=7)  # same shapes, other weights
+    base = json.loads((run / "base.json").read_text(encoding="utf-8"))
+    (run / "base.json").write_text(json.dumps(base | {"model": str(other)}), encoding="utf-8")
+    out = tmp_path / "out"
+    result = cli("merge", run, "--out", out, "-q")
+    expect_refusal(
+        result,
+        case="merge: the run's base.json points at another checkpoint of the same shape",
+        code=1,
+        problem="is not the one",
+        fix="pass --base with the original checkpoint",
+        out=out,
+    )
