@@ -122,7 +122,8 @@ def headline(sweep: dict[str, Any], comparison: Comparison, teacher_dir: Path, c
     """docs/headline.json: the headline rows (one compression per seed) against the full-data teacher and
     optimum's int8 of it; accuracy is their mean, with each seed's and the spread."""
     rows = {r["name"]: r for r in comparison.rows()}
-    picked = [rows[name] for name in sweep["headline"]]
+    names = sweep["headline"]
+    picked = [rows[name] for name in ([names] if isinstance(names, str) else names)]
     record = json.loads((teacher_dir / "teacher.json").read_text(encoding="utf-8"))
     accuracies = [r["accuracy"] for r in picked]
 

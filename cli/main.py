@@ -10,10 +10,12 @@ import logging
 import os
 import signal
 import sys
+from types import FrameType
 
 import typer
 
 from compressor.errors import CompressorError
+from compressor.fs import interrupts, record_interrupt
 
 app = typer.Typer(
     name="compressor",
@@ -91,17 +93,32 @@ TRAINING_STACK = (
 
 
 TERMINATED = "Terminated: no partial output was left; rerun (with --resume where offered) to continue."
-_signals: list[int] = []  # SIGTERM received: the interrupt below came from it, not from Ctrl-C
+REDELIVER_S = 0.05
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM (what `timeout`, docker and systemd send) unwinds like Ctrl-C, so partial output is removed."""
-    _signals.append(signum)
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C and SIGTERM (what `timeout`, docker and systemd send) unwind as KeyboardInterrupt, so partial output
+    is removed. Python prints and swallows an exception raised inside a finalizer (`__del__`, often reached from
+    the garbage collector), so there the interrupt is delivered again a moment later, from outside it."""
+    if signum != signal.SIGALRM:
+        record_interrupt(signum)
+    if _inside_finalizer(frame):
+        signal.setitimer(signal.ITIMER_REAL, REDELIVER_S)
+        return
     raise KeyboardInterrupt
 
 
+def _inside_finalizer(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def main() -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+        signal.signal(signum, _on_signal)
     try:
         app()
     except ModuleNotFoundError as err:
@@ -123,14 +140,16 @@ def main() -> None:
     except KeyboardInterrupt:
         _interrupted()
     except SystemExit as exc:
-        if exc.code == 130:  # Typer turns Ctrl-C inside a command into a silent exit 130: say what it means
+        if exc.code == 130 or interrupts():  # Typer turns Ctrl-C inside a command into a silent exit 130
             _interrupted()
         raise
+    if interrupts():  # the command finished although asked to stop (the interrupt came after its last output)
+        _interrupted()
 
 
 def _interrupted() -> None:
     """The message and exit code of an interrupted command: 130 after Ctrl-C, 143 after SIGTERM."""
-    terminated = bool(_signals)
+    terminated = signal.SIGTERM in interrupts()
     typer.secho(TERMINATED if terminated else INTERRUPTED, fg="red", err=True)
     raise SystemExit(143 if terminated else 130) from None
 

@@ -38,6 +38,21 @@ def check_out_dir(target: Path, *, force: bool = False) -> None:
         )
 
 
+# Signals (Ctrl-C, SIGTERM) the command line received. Python swallows an exception raised inside `__del__`,
+# so a KeyboardInterrupt can get lost; an output is never committed once one was received.
+_interrupts: list[int] = []
+
+
+def record_interrupt(signum: int) -> None:
+    """Note that the process was asked to stop (the CLI's signal handler calls this)."""
+    _interrupts.append(signum)
+
+
+def interrupts() -> tuple[int, ...]:
+    """The signals received so far, oldest first."""
+    return tuple(_interrupts)
+
+
 # A write failing with one of these is the disk's fault (full, quota, read-only), not the input's.
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
@@ -66,6 +81,9 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if _interrupts:  # interrupted, but the KeyboardInterrupt was swallowed on the way: do not commit
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise KeyboardInterrupt
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         target.rename(old)

@@ -184,3 +184,47 @@ def test_sigkill_during_export_leaves_no_artifact(cli, tmp_path: Path, ckpt: Pat
         note="the killed run's hidden temporary directory is removed; the artifact is written whole",
     )
     assert (out / "model.onnx").is_file() and _temporaries(out) == []
+
+
+@pytest.fixture
+def handlers():
+    """The CLI's signal handlers installed in this process, and everything restored afterwards."""
+    from cli import main
+    from compressor import fs
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGALRM)}
+    for signum in saved:
+        signal.signal(signum, main._on_signal)
+    yield main
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+    fs._interrupts.clear()
+
+
+def test_an_interrupt_inside_a_finalizer_is_delivered_again(handlers) -> None:
+    """Python swallows an exception raised in `__del__` (the garbage collector's usual path): Ctrl-C arriving
+    there must still stop the command, a moment later."""
+
+    class Finalized:
+        def __del__(self) -> None:
+            handlers._on_signal(signal.SIGINT, sys._getframe())  # what the handler sees when Ctrl-C lands here
+
+    with pytest.raises(KeyboardInterrupt):
+        Finalized()  # dropped at once: __del__ runs, the handler must not raise inside it
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+    from compressor.fs import interrupts
+
+    assert interrupts() == (signal.SIGINT,)  # the re-delivery (SIGALRM) is not a second interrupt
+
+
+def test_no_output_is_committed_after_an_interrupt_was_swallowed(handlers, tmp_path: Path) -> None:
+    from compressor.fs import atomic_dir, record_interrupt
+
+    target = tmp_path / "artifact"
+    with pytest.raises(KeyboardInterrupt), atomic_dir(target) as tmp:
+        (tmp / "model.onnx").write_bytes(b"x")
+        record_interrupt(signal.SIGINT)  # received, but its KeyboardInterrupt never surfaced
+    assert not target.exists() and list(tmp_path.iterdir()) == []
