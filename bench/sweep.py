@@ -39,7 +39,7 @@ from compressor.stages.compare import Comparison, compare, resolve, write_output
 from compressor.stages.context import DataFiles, DataSpec  # noqa: E402
 from compressor.stages.render import md_table  # noqa: E402
 from compressor.stages.runner import run_pipeline  # noqa: E402
-from exporters.measure import BenchmarkConfig, machine_info  # noqa: E402
+from exporters.measure import BenchmarkConfig, machine_info, profile_table  # noqa: E402
 
 
 def expand(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -101,6 +101,20 @@ def section(sweep: dict[str, Any], comparison: Comparison, command: str, seconds
             steps = ", ".join(f"{s['name']} {s['seconds'] or 0:.0f} s" for s in row["stages"])
             lines.append(f"- `{row['name']}`: {steps}")
     lines += ["", f"![accuracy vs latency]({sweep['name']}-pareto.png)", ""]
+    wanted = sweep.get("profiles")  # the rows whose profiles are shown (all profiled rows when not set)
+    profiled = [
+        (row["name"], row["profile"])
+        for row in comparison.rows()
+        if row["profile"] and (wanted is None or row["name"] in wanted)
+    ]
+    if profiled:
+        lines += [
+            f"Where the time goes: ONNX Runtime's profile (a separate profiled session, {cfg.threads} thread(s), "
+            f"sequence {cfg.seq_len}), ms per run by op type and its share of the node time:",
+            "",
+            md_table(*profile_table(profiled)),
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -92,3 +92,13 @@ def print_table(report: Any) -> None:
     if not console.is_terminal:  # piped output: do not squeeze the table into 80 columns
         console = Console(soft_wrap=True, width=160)
     console.print(table)
+    if any(r.profile for r in report.results):
+        from exporters.measure import profile_table
+
+        headers, rows = profile_table([(r.name, r.profile) for r in report.results])
+        ops = Table(title="ONNX Runtime profile: ms per run by op type (share of node time)", title_justify="left")
+        for i, header in enumerate(headers):
+            ops.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
+        for row in rows:
+            ops.add_row(*row)
+        console.print(ops)

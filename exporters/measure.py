@@ -278,6 +278,31 @@ def profile_ops(
     }
 
 
+def profile_table(
+    profiles: list[tuple[str, dict[str, dict[str, float]] | None]], *, top: int = 8
+) -> tuple[list[str], list[list[str]]]:
+    """Per-op-type profiles side by side: one column per artifact (`ms per run (share)`), one row per op type; the
+    `top` op types with the most time summed over the artifacts, the rest folded into `other`, and the total."""
+    shown = [(name, prof) for name, prof in profiles if prof]
+    totals: dict[str, float] = {}
+    for _, prof in shown:
+        for op, cell in prof.items():
+            totals[op] = totals.get(op, 0.0) + cell["ms_per_run"]
+    ops = sorted(totals, key=lambda op: -totals[op])[:top]
+    headers = ["op type", *[name for name, _ in shown]]
+
+    def cell(prof: dict[str, dict[str, float]], keys: list[str]) -> str:
+        ms = sum(prof[k]["ms_per_run"] for k in keys if k in prof)
+        share = sum(prof[k]["share"] for k in keys if k in prof)
+        return f"{ms:.2f} ({100 * share:.0f}%)" if ms else "-"
+
+    rows = [[op, *[cell(prof, [op]) for _, prof in shown]] for op in ops]
+    if len(totals) > len(ops):
+        rows.append(["other", *[cell(prof, [k for k in prof if k not in ops]) for _, prof in shown]])
+    rows.append(["all nodes", *[cell(prof, list(prof)) for _, prof in shown]])
+    return headers, rows
+
+
 def evaluate(runtime: Runtime, data: LabelledData, *, batch_size: int = 1, name: str = "") -> float:
     """Accuracy of an artifact on labelled data, streamed in batches (never all rows encoded at once)."""
     from tqdm.auto import tqdm

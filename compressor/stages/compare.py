@@ -73,16 +73,20 @@ class Comparison:
     def table(self) -> tuple[list[str], list[list[str]]]:
         """Headers and text cells: accuracy, p50, MB, × faster and Δ accuracy against each baseline, stage time."""
         baselines = [e.name for e in self.entries if e.baseline]
-        headers = ["row", "accuracy", "p50 ms", "MB"]
+        rows = self.rows()
+        real = any(row["real_p50_ms"] is not None for row in rows)
+        headers = ["row", "accuracy", "p50 ms", *(["p50 ms real lengths"] if real else []), "MB"]
         headers += [f"× vs {b}" for b in baselines] + [f"Δ pt vs {b}" for b in baselines[:1]] + ["stages"]
         out = []
-        for row in self.rows():
+        for row in rows:
             cells = [
                 row["name"],
                 "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}",
                 f"{row['p50_ms']:.2f}",
-                f"{row['model_bytes'] / 1e6:.1f}",
             ]
+            if real:
+                cells.append("-" if row["real_p50_ms"] is None else f"{row['real_p50_ms']:.2f}")
+            cells.append(f"{row['model_bytes'] / 1e6:.1f}")
             cells += [f"{row['speedup'][b]:.2f}" for b in baselines]
             for b in baselines[:1]:
                 delta = row["accuracy_delta"][b]

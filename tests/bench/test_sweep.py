@@ -49,8 +49,17 @@ def test_a_tiny_sweep_runs_and_records_its_headline(tmp_path: Path) -> None:
         "runs": [
             {"name": "half-{seed}", "recipe": str(recipe), "matrix": {"seed": [1, 2]}, "set": ["prune.seed={seed}"]}
         ],
-        "compare": {"data": str(val), "threads": 1, "seq_len": 32, "runs": 3, "warmup": 1},
+        "compare": {
+            "data": str(val),
+            "threads": 1,
+            "seq_len": 32,
+            "runs": 3,
+            "warmup": 1,
+            "real_lengths": True,
+            "profile": True,
+        },
         "headline": ["half-1", "half-2"],
+        "profiles": ["optimum-fp32", "half-1"],
         "dev": {"out": str(tmp_path / "dev")},
     }
     path = tmp_path / "sweep.yaml"
@@ -74,6 +83,9 @@ def test_a_tiny_sweep_runs_and_records_its_headline(tmp_path: Path) -> None:
     assert (out / "half-1" / "run.json").is_file() and (out / "half-2" / "run.json").is_file()
     section = (docs / "benchmarks.md").read_text(encoding="utf-8")
     assert "<!-- bench:tiny -->" in section and "## A tiny sweep" in section and "`half-2`: analyse" in section
+    assert "p50 ms real lengths" in section
+    profile = section.split("Where the time goes", 1)[1]
+    assert "| op type | optimum-fp32 | half-1 |" in profile and "all nodes" in profile  # only the rows asked for
     headline = json.loads((docs / "headline.json").read_text(encoding="utf-8"))
     accuracies = [rows["half-1"]["accuracy"], rows["half-2"]["accuracy"]]
     assert headline["accuracy"] == pytest.approx(sum(accuracies) / 2)

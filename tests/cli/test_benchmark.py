@@ -46,6 +46,13 @@ def test_benchmark_two_artifacts(artifacts: list[Path], tmp_path: Path, monkeypa
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_benchmark_profile_prints_op_types_per_artifact(artifacts: list[Path], monkeypatch, capsys) -> None:  # noqa: ANN001
+    code, out, err = run_cli(["benchmark", *map(str, artifacts), "--profile", *FAST], monkeypatch, capsys)
+    assert code == 0, err
+    profile = out.split("ONNX Runtime profile", 1)[1]
+    assert "MatMul" in profile and "all nodes" in profile and "dense" in profile and "deep" in profile
+
+
 def test_benchmark_json_to_stdout(artifacts: list[Path], monkeypatch, capsys) -> None:  # noqa: ANN001
     code, out, err = run_cli(["benchmark", str(artifacts[0]), "--json", "-", *FAST], monkeypatch, capsys)
     assert code == 0, err

@@ -147,3 +147,20 @@ def test_runs_are_interleaved_round_robin() -> None:
     times = _interleaved(fakes, [[{}]] * 3, BenchmarkConfig(runs=2, warmup=1), desc="t")
     assert [len(t) for t in times] == [2, 2, 2]  # warm-up rounds are not timed
     assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # every round runs all, starting one later
+
+
+def test_profile_table_sets_artifacts_side_by_side() -> None:
+    from exporters.measure import profile_table
+
+    dense = {
+        "MatMul": {"ms_per_run": 3.0, "share": 0.6},
+        "Add": {"ms_per_run": 1.5, "share": 0.3},
+        "Gelu": {"ms_per_run": 0.5, "share": 0.1},
+    }
+    small = {"MatMulInteger": {"ms_per_run": 0.8, "share": 0.8}, "Add": {"ms_per_run": 0.2, "share": 0.2}}
+    headers, rows = profile_table([("dense", dense), ("no profile", None), ("small", small)], top=2)
+    assert headers == ["op type", "dense", "small"]  # an artifact without a profile gets no column
+    assert [r[0] for r in rows] == ["MatMul", "Add", "other", "all nodes"]  # the 2 largest summed over artifacts
+    assert rows[0] == ["MatMul", "3.00 (60%)", "-"]
+    assert rows[2] == ["other", "0.50 (10%)", "0.80 (80%)"]
+    assert rows[3] == ["all nodes", "5.00 (100%)", "1.00 (100%)"]
