@@ -28,6 +28,7 @@ class Entry:
     baseline: bool = False
     run: Path | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)  # name, key, seconds, summary
+    predicted_ms: float | None = None  # the latency its plan predicted (a run analysed under a latency budget)
 
 
 @dataclass
@@ -61,6 +62,8 @@ class Comparison:
                     for b, br in baselines
                 },
                 "profile": result.profile,
+                "predicted_ms": entry.predicted_ms,
+                "predicted_miss": None if entry.predicted_ms is None else result.fixed.p50 / entry.predicted_ms - 1,
                 "stages": entry.stages,
                 "stage_seconds": round(sum(s["seconds"] or 0 for s in entry.stages), 1),
             }
@@ -76,6 +79,9 @@ class Comparison:
         rows = self.rows()
         real = any(row["real_p50_ms"] is not None for row in rows)
         headers = ["row", "accuracy", "p50 ms", *(["p50 ms real lengths"] if real else []), "MB"]
+        predicted = any(row["predicted_ms"] is not None for row in rows)
+        if predicted:  # runs planned under a latency budget: the plan's prediction, and how far off it was
+            headers += ["predicted ms", "measured vs predicted"]
         headers += [f"× vs {b}" for b in baselines] + [f"Δ pt vs {b}" for b in baselines[:1]] + ["stages"]
         out = []
         for row in rows:
@@ -87,6 +93,9 @@ class Comparison:
             if real:
                 cells.append("-" if row["real_p50_ms"] is None else f"{row['real_p50_ms']:.2f}")
             cells.append(f"{row['model_bytes'] / 1e6:.1f}")
+            if predicted:
+                miss = row["predicted_miss"]
+                cells += ["-", "-"] if miss is None else [f"{row['predicted_ms']:.2f}", f"{100 * miss:+.1f}%"]
             cells += [f"{row['speedup'][b]:.2f}" for b in baselines]
             for b in baselines[:1]:
                 delta = row["accuracy_delta"][b]
@@ -108,7 +117,16 @@ def resolve(path: Path, name: str | None = None, *, baseline: bool = False) -> E
     if not artifacts:
         raise ConfigError(f"run `{path}` has no finished export stage; finish it with `compressor run … --resume`")
     stages = [{"name": v.name, "key": v.key, "seconds": v.seconds, "summary": v.summary} for v in views]
-    return Entry(name or path.name, artifacts[-1].out, baseline, path, stages)
+    return Entry(name or path.name, artifacts[-1].out, baseline, path, stages, _predicted_ms(views))
+
+
+def _predicted_ms(views: list[Any]) -> float | None:
+    """The latency the run's last plan predicted after pruning, when it was made with a latency table."""
+    for view in reversed(views):
+        predicted = ((view.summary.get("plan") or {}).get("predicted") or {}).get("latency_ms")
+        if view.key == "analyse" and predicted:
+            return float(predicted["after"])
+    return None
 
 
 def compare(entries: list[Entry], config: BenchmarkConfig, *, data: Any = None) -> Comparison:

@@ -74,3 +74,29 @@ def test_compare_refusals(inputs: dict[str, Path], tmp_path: Path, monkeypatch, 
     code, _, err = run_cli(["compare", baseline, "--plot", str(tmp_path / "p.png"), *FAST], monkeypatch, capsys)
     assert_one_line_error(code, err, 2, "--plot shows accuracy against latency: pass --data with labelled examples")
     assert not (tmp_path / "p.png").exists()
+
+
+def test_a_plan_made_for_a_latency_budget_is_held_to_its_prediction(inputs: dict[str, Path]) -> None:
+    from types import SimpleNamespace
+
+    from compressor.stages.compare import Entry, _predicted_ms, compare
+    from exporters.measure import BenchmarkConfig
+
+    plan = {"predicted": {"latency_ms": {"before": 9.0, "after": 2.0, "fraction": 0.22}}}
+    views = [SimpleNamespace(key="analyse", summary={"plan": plan}), SimpleNamespace(key="prune", summary={})]
+    assert _predicted_ms(views) == 2.0
+    flops_plan = {"predicted": {"latency_ms": None}}
+    assert _predicted_ms([SimpleNamespace(key="analyse", summary={"plan": flops_plan})]) is None
+
+    config = BenchmarkConfig(runs=3, warmup=1, seq_len=16, threads=1)
+    entries = [
+        Entry("dense", inputs["baseline"], baseline=True),
+        Entry("planned", inputs["baseline"], predicted_ms=2.0),
+    ]
+    comparison = compare(entries, config)
+    dense, planned = comparison.rows()
+    assert dense["predicted_miss"] is None
+    assert planned["predicted_miss"] == pytest.approx(planned["p50_ms"] / 2.0 - 1)
+    headers, cells = comparison.table()
+    column = headers.index("measured vs predicted")
+    assert cells[0][column] == "-" and cells[1][column] == f"{100 * planned['predicted_miss']:+.1f}%"
