@@ -80,6 +80,18 @@ def write_tiny_data(path: Path, n: int = 40, *, fmt: str = "tsv") -> Path:
     return path
 
 
+def tiny_pipeline_inputs(root: Path) -> dict[str, Path]:
+    """A tiny checkpoint (integer label names, like SST-2's files) and tiny train / validation files in `root`."""
+    model = save_tiny_checkpoint(
+        root / "tiny", max_position_embeddings=160, id2label={0: "0", 1: "1"}, label2id={"0": 0, "1": 1}
+    )
+    return {
+        "model": model,
+        "train": write_tiny_data(root / "train.tsv", 40),
+        "eval": write_tiny_data(root / "val.tsv", 20),
+    }
+
+
 def encode(tokenizer: BertTokenizerFast, texts: list[str] | None = None) -> dict[str, torch.Tensor]:
     return dict(tokenizer(texts or POSITIVE + NEGATIVE, padding=True, return_tensors="pt"))
 

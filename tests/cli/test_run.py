@@ -12,7 +12,7 @@ from cli.main import app
 from compressor.stages.recipe import path_keys
 from compressor.stages.recipe_text import apply_overrides
 from tests.cli.test_predict import assert_one_line_error, run_cli
-from tests.models import save_tiny_checkpoint, write_tiny_data
+from tests.models import tiny_pipeline_inputs
 
 DEMO = Path(__file__).parents[2] / "samples" / "recipes" / "minilm-sst2-fast.yaml"
 
@@ -20,14 +20,7 @@ DEMO = Path(__file__).parents[2] / "samples" / "recipes" / "minilm-sst2-fast.yam
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("run-cli")
-    model = save_tiny_checkpoint(
-        root / "tiny", max_position_embeddings=160, id2label={0: "0", 1: "1"}, label2id={"0": 0, "1": 1}
-    )
-    return {
-        "model": model,
-        "train": write_tiny_data(root / "train.tsv", 40),
-        "eval": write_tiny_data(root / "val.tsv", 20),
-    }
+    return tiny_pipeline_inputs(root)
 
 
 EXPORTS = ("dense-fp32", "dense-int8", "compressed-int8")  # the demo's export stages, by name

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.models import save_tiny_checkpoint, write_tiny_data
+from tests.models import tiny_pipeline_inputs
 
 FAST_EXPORT = {"fuse": "off", "eval_samples": 8, "timing_runs": 2, "threads": 1}
 FINETUNE = {"finetune": {"method": "full", "train": {"max_steps": 2, "batch_size": 8, "lr": 1e-3, "save_steps": 1}}}
@@ -28,14 +28,7 @@ FULL = [
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny checkpoint (integer label names, like SST-2's files) and tiny train / validation files."""
     root = tmp_path_factory.mktemp("pipeline")
-    model = save_tiny_checkpoint(
-        root / "tiny", max_position_embeddings=160, id2label={0: "0", 1: "1"}, label2id={"0": 0, "1": 1}
-    )
-    return {
-        "model": model,
-        "train": write_tiny_data(root / "train.tsv", 40),
-        "eval": write_tiny_data(root / "val.tsv", 20),
-    }
+    return tiny_pipeline_inputs(root)
 
 
 def recipe_file(tmp_path: Path, tiny: dict[str, Path], stages: list) -> Path:
