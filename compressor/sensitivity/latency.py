@@ -84,7 +84,7 @@ def table_key(model: nn.Module, seq_len: int, threads: int) -> dict[str, Any]:
         "hidden_act": str(config.hidden_act),
         "seq_len": seq_len,
         "threads": threads,
-        "measured": "onnxruntime dynamic int8",
+        "measured": "onnxruntime dynamic int8, probes interleaved",
         "onnxruntime": _ort_version(),
         "cpu": _cpu_name(),
     }
@@ -142,23 +142,28 @@ def _ort_version() -> str:
     return onnxruntime.__version__
 
 
-def _p50_ms(probe: nn.Module, seq_len: int, threads: int, repeats: int, work: Path) -> float:
-    """p50 of the probe as deployed: exported, dynamic int8, one ONNX Runtime session at `threads` threads."""
+def _feed(probe: nn.Module, seq_len: int) -> dict[str, np.ndarray]:
+    """One batch-1 input of `seq_len` tokens for the probes' graph inputs."""
     seq_len = min(seq_len, int(getattr(probe.config, "max_position_embeddings", seq_len)))
-    spec = spec_for(probe)
     ids = np.random.default_rng(0).integers(5, 128, size=(1, seq_len), dtype=np.int64)  # (batch, sequence)
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    feed = {name: feed[name] for name in spec.inputs}
-    fp32, int8 = work / "probe.onnx", work / "probe.int8.onnx"
+    return {name: feed[name] for name in spec_for(probe).inputs}
+
+
+def _deployed_graph(probe: nn.Module, feed: dict[str, np.ndarray], work: Path, name: str) -> Path:
+    """The probe as deployed: exported to ONNX and quantized to dynamic int8."""
+    spec = spec_for(probe)
+    fp32, int8 = work / f"{name}.onnx", work / f"{name}.int8.onnx"
     torch_to_onnx(probe, feed, spec, fp32, opset=spec.opset)
     quantize_graph(
         fp32, int8, QuantSettings("dynamic", per_channel=False, reduce_range=resolve_reduce_range(None, None)[0])
     )
-    return time_graphs({"probe": int8}, feed, threads=threads, runs=repeats)["probe"]["p50_ms"]
+    return int8
 
 
 def measure_latency_table(model: nn.Module, *, seq_len: int, threads: int, repeats: int = 20) -> LatencyTable:
-    """Time probe models and fit the per-unit costs (see the module docstring)."""
+    """Time probe models and fit the per-unit costs (see the module docstring). The probes are timed in one
+    interleaved loop, so a noisy neighbour slows them all alike instead of skewing the fit."""
     heads, width = int(model.config.num_attention_heads), int(model.config.intermediate_size)
     grid = [
         (1, heads, width),
@@ -170,12 +175,15 @@ def measure_latency_table(model: nn.Module, *, seq_len: int, threads: int, repea
         (2, 0, 0),
         (2, heads // 2, 0),
     ]
-    rows, times = [], []
+    rows = [[1.0, layers, layers * h, layers * n] for layers, h, n in grid]
     with tempfile.TemporaryDirectory(prefix="compressor-latency-") as tmp:
-        for layers, h, n in grid:
+        graphs = {}
+        for k, (layers, h, n) in enumerate(grid):
             probe = _probe_model(model, layers, h, n)
-            times.append(_p50_ms(probe, seq_len, threads, repeats, Path(tmp)))
-            rows.append([1.0, layers, layers * h, layers * n])
+            feed = _feed(probe, seq_len)
+            graphs[f"probe{k}"] = _deployed_graph(probe, feed, Path(tmp), f"probe{k}")
+        timed = time_graphs(graphs, feed, threads=threads, runs=repeats)
+    times = [timed[f"probe{k}"]["p50_ms"] for k in range(len(grid))]
     a = torch.tensor(rows, dtype=torch.float64)  # (configs, 4): base, layers, heads, neurons
     t = torch.tensor(times, dtype=torch.float64).unsqueeze(1)  # (configs, 1)
     solution = torch.linalg.lstsq(a, t).solution.squeeze(1)
