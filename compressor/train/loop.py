@@ -243,7 +243,8 @@ def _report_progress(trainer: Any, quiet: bool) -> Any:
                 parts.append(f"accuracy {metrics['eval_accuracy']:.4f}")
             if rates:
                 parts.append(f"lr {rates[-1]:.1e}")
-            text = f"epoch {state.epoch or 0:.2f}/{args.num_train_epochs:g}: " + ", ".join(parts)
+            epochs = getattr(state, "num_train_epochs", 0) or args.num_train_epochs  # the real count under max_steps
+            text = f"epoch {state.epoch or 0:.2f}/{epochs:g}: " + ", ".join(parts)
             text += f" ({state.global_step} steps)"
             bar = None if self.bars is None else self.bars.training_bar
             if bar is not None:
