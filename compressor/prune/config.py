@@ -103,6 +103,11 @@ class PruneConfig:
             self.recover_steps = 500
         if (self.recover_steps or self.recover_epochs) and self.recover == "none":
             self.recover = "distill"
+        if (self.recover_steps or self.recover_epochs) and "distill" not in self.recover:
+            raise ConfigError(
+                f"`recover_steps` / `recover_epochs` set the distillation length, but recover is {self.recover!r}; "
+                "use recover: reconstruct+distill, or set them to 0"
+            )
         if self.temperature <= 0 or self.distill_weight < 0:
             raise ConfigError("`temperature` must be positive and `distill_weight` non-negative")
         for name in ("hidden_weight", "attention_weight"):

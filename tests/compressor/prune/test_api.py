@@ -50,6 +50,9 @@ def test_config_defaults_distill_steps() -> None:
         PruneConfig(recover_steps=10, recover_epochs=1.0)
     with pytest.raises(ConfigError, match="`recover_epochs` must be >= 0"):
         PruneConfig(recover_epochs=-1.0)
+    with pytest.raises(ConfigError, match="set the distillation length, but recover is 'reconstruct'"):
+        PruneConfig(recover="reconstruct", recover_epochs=2.0)
+    assert PruneConfig(recover="reconstruct", recover_epochs=0).recover == "reconstruct"
 
 
 def test_recovery_in_epochs_follows_the_data_size(tmp_path: Path) -> None:

@@ -262,7 +262,11 @@ def tiny_overrides(recipe: Path, tiny: dict[str, Path]) -> list[str]:
         "benchmark": ["runs=2", "warmup=1", "threads=1"],
     }
     for entry in load_recipe(recipe).stages:
-        items += [f"{entry.name}.{item}" for item in per_stage.get(entry.stage.key, [])]
+        stage_items = per_stage.get(entry.stage.key, [])
+        if entry.stage.key == "prune":  # distillation shortened to 2 steps where the recipe distils at all
+            distils = "distill" in entry.config.recover
+            stage_items = [*(["recover_epochs=0", "recover_steps=2"] if distils else []), *stage_items[1:]]
+        items += [f"{entry.name}.{item}" for item in stage_items]
     return items
 
 
