@@ -150,11 +150,15 @@ def out_lock(target: Path) -> Iterator[None]:
     """Hold an exclusive lock on writing `target` for the whole block.
 
     A second command writing the same --out at the same time gets a one-line error instead of silently replacing
-    the first one's result. The lock file lives in the system's temporary directory, named after the resolved
-    path, so nothing is left beside --out; the lock is released when the process ends, however it ends.
+    the first one's result (in a distributed run, rank 0 takes it for all ranks). The lock file lives in the
+    system's temporary directory, named after the resolved path, so nothing is left beside --out; the lock is
+    released when the process ends, however it ends.
     """
     from filelock import FileLock, Timeout
 
+    if int(os.environ.get("RANK", "0")) != 0:  # a non-zero rank of accelerate/torchrun: rank 0 holds it and writes
+        yield
+        return
     resolved = str(Path(target).resolve())
     locks = Path(tempfile.gettempdir()) / "compressor-locks"
     locks.mkdir(exist_ok=True)

@@ -1,4 +1,5 @@
-"""Data-parallel training on 2 CPU processes (gloo) writes what a single process writes."""
+"""Data-parallel training on 2 CPU processes (gloo, launched by torchrun) writes what a single process writes, and
+trains the same weights when the global batch is the same."""
 
 from __future__ import annotations
 
@@ -13,23 +14,10 @@ from safetensors import safe_open
 
 from tests.models import save_tiny_checkpoint, write_tiny_data
 
-# 2 CPU processes over gloo, running `python -m cli.main …` in each
-LAUNCH = [
-    sys.executable,
-    "-m",
-    "accelerate.commands.launch",
-    "--cpu",
-    "--num_processes",
-    "2",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
-    "-m",
-    "cli.main",
-]
+# 2 CPU processes over gloo, running `python -m cli.main …` in each. torchrun, not `accelerate launch --cpu`: the
+# latter starts a single process whatever --num_processes says (accelerate 1.x runs several CPU processes only
+# through mpirun), which made an earlier version of these tests pass without any second process.
+LAUNCH = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "cli.main"]
 ARGS = ["--max-steps", "4", "--batch-size", "4", "--save-steps", "2", "--quiet"]
 
 
@@ -60,6 +48,32 @@ def test_two_process_finetune_matches_single_process(method: str, tmp_path: Path
     metrics = json.loads((two / "metrics.json").read_text())
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no partial dirs left by any rank
+
+
+@pytest.mark.slow
+def test_two_processes_of_4_train_the_weights_one_process_of_8_trains(tmp_path: Path) -> None:
+    """Same global batch (2 × 4 vs 1 × 8), same seeded order, no dropout in the tiny model: after 4 optimizer
+    steps of full fine-tuning every weight agrees within float tolerance (gradients are averaged over ranks)."""
+    import torch
+    from safetensors.torch import load_file
+
+    base = save_tiny_checkpoint(tmp_path / "base")
+    data = write_tiny_data(tmp_path / "train.tsv", 64)
+    common = ["finetune", str(base), "--data", str(data), "--method", "full", "--max-steps", "4", "--quiet"]
+    single = _run([sys.executable, "-m", "cli.main", *common, "--batch-size", "8", "--out", "one"], tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    multi = _run([*LAUNCH, *common, "--batch-size", "4", "--out", "two"], tmp_path)
+    assert multi.returncode == 0, multi.stderr[-2000:]
+    one, two = (
+        load_file(str(tmp_path / "one" / "adapter.safetensors")),
+        load_file(str(tmp_path / "two" / "adapter.safetensors")),
+    )
+    start = load_file(str(base / "model.safetensors"))
+    assert one.keys() == two.keys()
+    moved = [k for k in one if k in start and not torch.allclose(one[k], start[k])]
+    assert len(moved) > len(one) // 2  # it trained
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4, msg=key)
 
 
 @pytest.mark.slow

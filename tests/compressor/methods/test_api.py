@@ -37,7 +37,7 @@ def logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tens
         return model.eval()(**batch).logits
 
 
-@pytest.mark.parametrize("method", ["full", "lora"])
+@pytest.mark.parametrize("method", METHODS.names())
 def test_finetune_then_merge_keeps_logits(method: str, base: Path, train_file: Path, tmp_path: Path) -> None:
     data = load_data(train_file)
     model, tokenizer = load_model(base)
@@ -137,3 +137,27 @@ def test_single_class_data_is_refused(base: Path, tmp_path: Path) -> None:
             work_dir=tmp_path / "work",
         )
     assert not (tmp_path / "work").exists()  # refused before training started
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_through_run_directories_merges_to_the_trained_logits(
+    method: str, base: Path, train_file: Path, tmp_path: Path
+) -> None:
+    """finetune writes a run directory; merge reads it back from disk (a fresh base + the saved adapter) and its
+    checkpoint gives the logits of the model as trained, loaded from the run directory."""
+    from compressor.stages.finetune import FinetuneConfig, load_adapter_dir
+    from compressor.stages.merge import MergeConfig
+    from tests.models import run_stage_to
+
+    config = FinetuneConfig(method=method, options=METHODS.get(method).config_cls(), train=FAST)
+    summary = run_stage_to("finetune", config, tmp_path / "run", model=base, train=train_file)
+    assert summary["method"] == method
+    trained, tokenizer, found = load_adapter_dir(tmp_path / "run")
+    assert found == method
+    merged = run_stage_to("merge", MergeConfig(), tmp_path / "merged", adapter=tmp_path / "run")
+    assert merged["max_abs_diff"] <= 1e-4
+    loaded, _ = load_model(tmp_path / "merged")
+    assert only_stock_modules(loaded) == []
+    batch = encode(tokenizer)
+    torch.testing.assert_close(logits(loaded, batch), logits(trained, batch), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(logits(loaded, batch), logits(load_model(base)[0], batch), atol=1e-6)  # it trained

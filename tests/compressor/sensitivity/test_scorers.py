@@ -117,3 +117,42 @@ def test_data_scorers_need_data() -> None:
     with pytest.raises(DataError, match="needs labelled examples"):
         run_scorer("fisher", tiny_model(), None, CONFIG)
     assert len(run_scorer("magnitude", tiny_model(), None, CONFIG).heads) == 2
+
+
+def _plant(model: torch.nn.Module) -> torch.nn.Module:
+    """Layer 0: head 1 removed in effect (every weight and bias of its q/k/v rows and output columns zeroed), head 3
+    made critical (its output columns ×10); layer 1: FFN neuron 7 zeroed (in row, bias, out column), neuron 20
+    made critical (always active: its bias +3, so GELU passes it on every token; its out column ×10)."""
+    d = 8  # head size of the tiny model
+    layers = model.bert.encoder.layer
+    attention = layers[0].attention
+    with torch.no_grad():
+        for linear in (attention.self.query, attention.self.key, attention.self.value):
+            linear.weight[d : 2 * d] = 0
+            linear.bias[d : 2 * d] = 0
+        attention.output.dense.weight[:, d : 2 * d] = 0
+        attention.output.dense.weight[:, 3 * d : 4 * d] *= 10
+        layers[1].intermediate.dense.weight[7] = 0
+        layers[1].intermediate.dense.bias[7] = 0
+        layers[1].output.dense.weight[:, 7] = 0
+        layers[1].intermediate.dense.bias[20] = 3.0
+        layers[1].output.dense.weight[:, 20] *= 10
+    return model
+
+
+@pytest.mark.parametrize("name", SCORERS.names())
+@pytest.mark.parametrize("seed", [0, 5])
+def test_every_scorer_ranks_a_planted_useless_unit_last_and_a_critical_one_first(
+    name: str,
+    seed: int,
+    batches,  # noqa: ANN001
+) -> None:
+    scores = run_scorer(name, _plant(tiny_model(seed=seed)), batches, CONFIG)
+    heads, neurons = scores.heads[0], scores.neurons[1]
+    assert int(heads.argmin()) == 1 and float(heads[1]) == pytest.approx(0.0, abs=1e-9)
+    if name == "tensor-loss":  # a known limit of the per-tensor proxy, kept visible (docs/sensitivity.md)
+        assert int(heads.argmax()) != 3, "tensor-loss now ranks the planted head first: drop this branch"
+    else:
+        assert int(heads.argmax()) == 3, heads
+    assert int(neurons.argmin()) == 7 and float(neurons[7]) == pytest.approx(0.0, abs=1e-9)
+    assert int(neurons.argmax()) == 20, neurons.topk(3)

@@ -246,6 +246,19 @@ def test_a_second_writer_of_the_same_out_is_refused(tmp_path: Path, tiny: dict[s
     assert not out.exists()  # refused before the run was marked
 
 
+def test_only_rank_0_of_a_distributed_run_takes_the_out_lock(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """torchrun starts every rank with the same --out: rank 0 locks and writes, the others must not be refused."""
+    out = tmp_path / "run"
+    with out_lock(out):  # rank 0
+        monkeypatch.setenv("RANK", "1")
+        with out_lock(out):  # rank 1 goes on
+            pass
+        monkeypatch.setenv("RANK", "0")
+        with pytest.raises(CompressorError, match="is being written by another compressor process"):
+            with out_lock(out):
+                pass
+
+
 def test_sample_recipes_listed() -> None:
     assert SAMPLES
     assert len(SAMPLES) >= 9 and FAST_SAMPLES <= {p.name for p in SAMPLES}
