@@ -11,12 +11,14 @@ from cli._options import JsonOpt, QuietOpt
 
 
 def command(
-    path: Annotated[Path, typer.Argument(help="An artifact, a checkpoint directory, or a pipeline run directory.")],
+    path: Annotated[
+        Path, typer.Argument(help="An artifact, a checkpoint, a fine-tuning output, or a pipeline run directory.")
+    ],
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Show PATH's structure: manifest, ops, sizes and quantization of an artifact; heads, FFN widths and parameters
-    of a checkpoint; the report of a run.
+    of a checkpoint; method and stored bytes of a fine-tuning output; the report of a run.
 
     Example: compressor inspect runs/artifact
     """
@@ -29,7 +31,8 @@ def command(
     if as_json:
         emit(info, True)
         return
-    {"artifact": _print_artifact, "checkpoint": _print_checkpoint, "run": _print_run}[info["kind"]](info)
+    printers = {"artifact": _print_artifact, "checkpoint": _print_checkpoint, "finetune": _print_finetune}
+    printers.get(info["kind"], _print_run)(info)
 
 
 def _layers_table(title: str, layers: list[dict[str, Any]]) -> Any:
@@ -104,6 +107,25 @@ def _print_checkpoint(info: dict[str, Any]) -> None:
     if info.get("vocab"):
         console.print(f"vocabulary: {_kv(info['vocab'])}", markup=False)
     console.print(_layers_table("layers", info["layers"]))
+
+
+def _print_finetune(info: dict[str, Any]) -> None:
+    lines = [f"fine-tuning output {info['path']}: method {info['method']} on {info['base']}"]
+    if info.get("options"):
+        lines.append(f"options: {_kv(info['options'])}")
+    if info.get("accuracy") is not None:
+        lines.append(f"validation accuracy: {100 * info['accuracy']:.2f} %")
+    if info.get("trainable") and info.get("total"):
+        share = 100 * info["trainable"] / info["total"]
+        lines.append(f"trained: {info['trainable']:,} of {info['total']:,} parameters ({share:.3f} %)")
+    stored = f"stored: {info['stored_file']}, {info['stored_bytes']:,} bytes"
+    if info.get("stored_share") is not None:
+        stored += (
+            f" = {100 * info['stored_share']:.3f} % of the model's {info['model_bytes']:,} ({info['share_basis']})"
+        )
+    lines.append(stored)
+    for line in lines:
+        typer.echo(line)
 
 
 def _print_run(info: dict[str, Any]) -> None:

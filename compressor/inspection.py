@@ -1,4 +1,5 @@
-"""What is in a directory: an artifact (manifest, ops, sizes, structure), a checkpoint, or a pipeline run.
+"""What is in a directory: an artifact (manifest, ops, sizes, structure), a checkpoint, a fine-tuning output (what
+it stores, as a share of the model), or a pipeline run.
 
 Artifacts are inspected without torch (onnx reads the graph without its weights); checkpoints are loaded with
 `load_model` to count parameters per layer.
@@ -14,6 +15,7 @@ from compressor.errors import ArtifactError, ConfigError
 from compressor.stages.tables import structure_rows
 
 REPORT_NAME = "report.md"
+STORED_FILES = ("adapter.safetensors", "delta.safetensors")  # what `compressor finetune` keeps of a run
 
 
 def detect(path: Path) -> str:
@@ -27,18 +29,26 @@ def detect(path: Path) -> str:
         return "artifact"
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         return "checkpoint"
+    if (path / "method.json").is_file() and any((path / n).is_file() for n in STORED_FILES):
+        return "finetune"
     if any((path / name).is_file() for name in (REPORT_NAME, "recipe.json", "run.json")):
         return "run"
     raise ConfigError(
-        f"`{path}` is not an artifact (compressor.json + model.onnx), a checkpoint (config.json + model.safetensors) "
-        f"or a run directory ({REPORT_NAME})"
+        f"`{path}` is not an artifact (compressor.json + model.onnx), a checkpoint (config.json + model.safetensors), "
+        f"a fine-tuning output (method.json + adapter.safetensors) or a run directory ({REPORT_NAME})"
     )
 
 
 def inspect_path(path: Path) -> dict[str, Any]:
     """A JSON-ready description of `path`, with `kind` telling which of the three it is."""
     kind = detect(path)
-    return {"artifact": inspect_artifact, "checkpoint": inspect_checkpoint, "run": inspect_run}[kind](Path(path))
+    inspectors = {
+        "artifact": inspect_artifact,
+        "checkpoint": inspect_checkpoint,
+        "finetune": inspect_finetune,
+        "run": inspect_run,
+    }
+    return inspectors[kind](Path(path))
 
 
 def inspect_artifact(path: Path) -> dict[str, Any]:
@@ -156,6 +166,48 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         "params": {"total": count_parameters(model), "encoder": count_parameters(model, encoder_only=True)},
         "weights_bytes": weights.stat().st_size,
         "layers": layers,
+    }
+
+
+def inspect_finetune(path: Path) -> dict[str, Any]:
+    """A `compressor finetune` output: the method, its base, and the bytes it stores as a share of the model.
+
+    The model's bytes are the merged model's tensors when the run recorded them (a method that stores a delta),
+    else its parameter count × 4 bytes (fp32).
+    """
+    from compressor.schema import load_json
+
+    def obj(name: str) -> dict[str, Any]:
+        data = load_json(path / name, what=name) if (path / name).is_file() else {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"`{path / name}` is not a JSON object; rerun `compressor finetune`")
+        return data
+
+    method, base, metrics = obj("method.json"), obj("base.json"), obj("metrics.json")
+    stored = next(path / n for n in STORED_FILES if (path / n).is_file())
+    stored_bytes = stored.stat().st_size
+    model_bytes = metrics.get("model_bytes")
+    basis = "merged model tensors"
+    if not isinstance(model_bytes, int) or model_bytes <= 0:
+        total = metrics.get("total_parameters")
+        model_bytes = 4 * total if isinstance(total, int) and total > 0 else None
+        basis = "fp32: parameters × 4 bytes"
+    files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
+    return {
+        "kind": "finetune",
+        "path": str(path),
+        "method": method.get("kind"),
+        "options": method.get("fields"),
+        "base": base.get("model"),
+        "accuracy": metrics.get("eval_accuracy"),
+        "trainable": metrics.get("trainable_parameters"),
+        "total": metrics.get("total_parameters"),
+        "stored_file": stored.name,
+        "stored_bytes": stored_bytes,
+        "model_bytes": model_bytes,
+        "stored_share": stored_bytes / model_bytes if model_bytes else None,
+        "share_basis": basis,
+        "files": files,
     }
 
 

@@ -53,6 +53,9 @@ class Method:
         find_unused_parameters: DDP must look for unused parameters (e.g. random expert routing).
         stored: optional `(model) -> dict` of honest storage figures for the trained adapter (bytes, fractions),
             added to the run's metrics.
+        delta: optional `(trained model) -> {stock name: tensor}`: what the run stores *instead of* its adapter,
+            the base tensors the method changed, already merged (HiWi keeps only P' and the head, as its paper
+            does). Base + delta is the merged model; the adapter itself is not kept.
     """
 
     config_cls: type
@@ -65,6 +68,7 @@ class Method:
     default_lr: float = 5e-5
     find_unused_parameters: bool = False
     stored: Callable[[nn.Module], dict[str, float]] | None = None
+    delta: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None
 
     @property
     def name(self) -> str:

@@ -1,7 +1,8 @@
 """The `finetune` stage: a method trained on the training data; its output is the adapter, not a model.
 
 Output directory (written whole; the Trainer's checkpoints for resuming live in a hidden `.NAME.partial` sibling):
-    adapter.safetensors  trainable tensors + the method's prefixed buffers
+    adapter.safetensors  trainable tensors + the method's prefixed buffers, or, for a method that stores a delta
+    delta.safetensors    (HiWi) instead: only the base tensors it changed, merged, under their stock names
     method.json          the method config (kind, version, fields)
     train.json           the training config
     labels.json          id2label
@@ -25,6 +26,16 @@ from compressor.stages.base import Context, StageBase
 from compressor.train.config import TrainConfig
 
 ADAPTER_NAME = "adapter.safetensors"
+DELTA_NAME = "delta.safetensors"
+
+# Sentences on which a rebuilt or merged model must give the trained model's logits (real text, no data file needed).
+PARITY_TEXTS = [
+    "a gripping, beautifully acted film that stays with you.",
+    "the plot is thin and the jokes fall flat.",
+    "it 's neither as funny nor as clever as it thinks it is .",
+    "an utterly charming and often affecting journey .",
+]
+DELTA_ATOL = 1e-4
 
 
 @dataclass(kw_only=True)
@@ -105,9 +116,22 @@ class FinetuneStage(StageBase):
         )
         metrics = result.metrics
         if result.is_main_process:  # under accelerate/torchrun only rank 0 writes
-            state = adapter_state(result.model, result.method)
+            delta = result.method.delta(result.model) if result.method.delta is not None else None
+            model_bytes = None
+            if delta is not None:  # check now, while the trained model is here, that base + delta rebuilds it
+                structure = result.structure if is_pruned(result.structure) else None
+                rebuilt = base_plus_delta(ctx.model, train.id2label, structure, delta)
+                metrics["delta_max_abs_diff"] = logit_gap(result.model, rebuilt, tokenizer)
+                if metrics["delta_max_abs_diff"] > DELTA_ATOL:
+                    raise MergeError(
+                        f"base + stored delta differs from the trained model by {metrics['delta_max_abs_diff']:.2e} "
+                        f"in the logits (> {DELTA_ATOL:g}); the method's delta misses a changed tensor"
+                    )
+                model_bytes = sum(v.numel() * v.element_size() for v in rebuilt.state_dict().values())
+            state = delta if delta is not None else adapter_state(result.model, result.method)
+            stored_name = DELTA_NAME if delta is not None else ADAPTER_NAME
             with atomic_dir(ctx.out) as tmp:
-                save_file(state, str(tmp / ADAPTER_NAME), metadata={"method": config.method})
+                save_file(state, str(tmp / stored_name), metadata={"method": config.method})
                 save_json(tmp / "method.json", config_to_dict(config.options))
                 save_json(tmp / "train.json", config_to_dict(config.train))
                 save_json(tmp / "labels.json", {str(k): v for k, v in train.id2label.items()})
@@ -118,7 +142,10 @@ class FinetuneStage(StageBase):
                 )
                 if is_pruned(result.structure):
                     save_json(tmp / "structure.json", result.structure)
-                metrics["adapter_bytes"] = (tmp / ADAPTER_NAME).stat().st_size
+                metrics["adapter_bytes"] = (tmp / stored_name).stat().st_size
+                if model_bytes:
+                    metrics["model_bytes"] = model_bytes
+                    metrics["stored_share"] = metrics["adapter_bytes"] / model_bytes
                 save_json(tmp / "metrics.json", metrics)
             shutil.rmtree(work, ignore_errors=True)
         return {
@@ -151,13 +178,13 @@ def load_adapter_dir(run_dir: Path, *, base: str | None = None) -> tuple[Any, An
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from compressor.arch.surgery import apply_structure_
     from compressor.methods.base import METHODS, load_adapter_state_
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MergeError(f"run directory `{run_dir}` not found; pass the --out of `compressor finetune`")
-    if not (run_dir / ADAPTER_NAME).is_file():
+    stored = next((run_dir / n for n in (ADAPTER_NAME, DELTA_NAME) if (run_dir / n).is_file()), None)
+    if stored is None:
         raise MergeError(f"`{run_dir}` has no {ADAPTER_NAME}; pass the --out directory of `compressor finetune`")
     method_json = _json_object(run_dir / "method.json", "method config")
     method = METHODS.get(str(method_json.get("kind", "?")))
@@ -174,19 +201,60 @@ def load_adapter_dir(run_dir: Path, *, base: str | None = None) -> tuple[Any, An
             f"the base checkpoint `{base_ref}` is not the one `{run_dir}` was trained on (its weights differ); "
             "pass --base with the original checkpoint"
         )
-    model, tokenizer = load_model(base_ref, num_labels=len(labels), id2label=labels)
-    if (run_dir / "structure.json").is_file():
-        apply_structure_(model, _json_object(run_dir / "structure.json", "structure"))
-    model = method.inject(model, cfg)
+    structure_file = run_dir / "structure.json"
+    structure = _json_object(structure_file, "structure") if structure_file.is_file() else None
     try:
-        state = load_file(str(run_dir / ADAPTER_NAME))
+        state = load_file(str(stored))
     except (SafetensorError, OSError) as err:  # SafetensorError: a truncated or malformed file
         raise MergeError(
-            f"`{run_dir / ADAPTER_NAME}` is not a readable safetensors file ({err}); rerun `compressor finetune`"
+            f"`{stored}` is not a readable safetensors file ({err}); rerun `compressor finetune`"
         ) from None
+    if stored.name == DELTA_NAME:  # the method kept only the changed tensors: base + delta is the trained model
+        model, tokenizer = _base_model(base_ref, labels, structure)
+        load_adapter_state_(model, state)
+        return model.eval(), tokenizer, method.name
+    model, tokenizer = _base_model(base_ref, labels, structure)
+    model = method.inject(model, cfg)
     load_adapter_state_(model, state)
     model.eval()
     return model, tokenizer, method.name
+
+
+def _base_model(base_ref: str, labels: dict[int, str], structure: dict[str, Any] | None) -> tuple[Any, Any]:
+    """The base checkpoint with the run's labels and, when the method changed it, the run's structure."""
+    from compressor.arch.surgery import apply_structure_
+
+    model, tokenizer = load_model(base_ref, num_labels=len(labels), id2label=labels)
+    if structure is not None:
+        apply_structure_(model, structure)
+    return model, tokenizer
+
+
+def base_plus_delta(
+    base_ref: str | Path, labels: dict[int, str], structure: dict[str, Any] | None, delta: dict[str, Any]
+) -> Any:
+    """A fresh copy of the base model with the stored delta's tensors written over its own (stock names)."""
+    from compressor.methods.base import load_adapter_state_
+
+    model, _ = _base_model(str(base_ref), labels, structure)
+    load_adapter_state_(model, delta)
+    return model.eval()
+
+
+def logit_gap(trained: Any, other: Any, tokenizer: Any) -> float:
+    """Max |Δlogit| between two models on PARITY_TEXTS (each on its own device)."""
+    import torch
+
+    enc = tokenizer(PARITY_TEXTS, padding=True, return_tensors="pt")
+    outputs = []
+    with torch.no_grad():
+        for model in (trained, other):
+            device = next(model.parameters()).device
+            was_training = model.training
+            model.eval()
+            outputs.append(model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu())
+            model.train(was_training)
+    return float((outputs[0] - outputs[1]).abs().max())
 
 
 def _json_object(path: Path, what: str) -> dict[str, Any]:

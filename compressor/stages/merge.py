@@ -13,15 +13,7 @@ from compressor.checkpoint import save_model
 from compressor.errors import ConfigError, MergeError
 from compressor.fs import atomic_dir
 from compressor.stages.base import Context, StageBase
-from compressor.stages.finetune import load_adapter_dir
-
-# Sentences used to check that merging kept the logits (real text, no data file needed).
-PARITY_TEXTS = [
-    "a gripping, beautifully acted film that stays with you.",
-    "the plot is thin and the jokes fall flat.",
-    "it 's neither as funny nor as clever as it thinks it is .",
-    "an utterly charming and often affecting journey .",
-]
+from compressor.stages.finetune import DELTA_NAME, PARITY_TEXTS, load_adapter_dir
 
 
 @dataclass(kw_only=True)
@@ -73,10 +65,15 @@ class MergeStage(StageBase):
             )
         with atomic_dir(ctx.out) as tmp:
             save_model(merged, tokenizer, tmp)
-        return {"method": method, "max_abs_diff": diff, "params": sum(p.numel() for p in merged.parameters())}
+        summary = {"method": method, "max_abs_diff": diff, "params": sum(p.numel() for p in merged.parameters())}
+        if (Path(ctx.adapter) / DELTA_NAME).is_file():  # base + stored delta; its parity was checked at fine-tuning
+            summary["from_delta"] = True
+        return summary
 
     def row(self, summary: dict[str, Any]) -> dict[str, str]:
         return super().row(summary) | {"note": f"max |Δlogit| {summary.get('max_abs_diff', 0):.1e}"}
 
     def describe(self, summary: dict[str, Any]) -> str:
+        if summary.get("from_delta"):
+            return f"rebuilt the {summary.get('method')} model from the base + its stored delta"
         return f"merged {summary.get('method')} adapter (max |Δlogit| {summary.get('max_abs_diff', 0):.1e})"

@@ -39,6 +39,16 @@ def test_finetune_then_merge(files: dict[str, Path], tmp_path: Path, monkeypatch
     assert json.loads((run / "method.json").read_text())["fields"]["rank"] == 2
     assert json.loads((run / "train.json").read_text())["fields"]["max_steps"] == 2
 
+    code, out, err = run_cli(["inspect", str(run)], monkeypatch, capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"fine-tuning output {run}: method lora on {files['base'].resolve()}"
+    size = (run / "adapter.safetensors").stat().st_size
+    share = 100 * size / (4 * summary["metrics"]["total_parameters"])
+    assert lines[-1] == f"stored: adapter.safetensors, {size:,} bytes = {share:.3f} % of the model's " + (
+        f"{4 * summary['metrics']['total_parameters']:,} (fp32: parameters × 4 bytes)"
+    )
+
     merged = tmp_path / "merged"
     code, out, err = run_cli(["merge", str(run), "--out", str(merged)], monkeypatch, capsys)
     assert code == 0, err

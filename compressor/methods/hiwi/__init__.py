@@ -31,5 +31,6 @@ METHODS.register(
         prefix="hiwi_",
         default_lr=3e-3,  # bench/methods.py (8,000 SST-2 rows, 1 epoch, 3 seeds): docs/benchmarks.md
         stored=lambda model: stored_delta(model).metrics(),
+        delta=delta_state,  # the run directory keeps P' and the head only; merge = base + these tensors
     ),
 )

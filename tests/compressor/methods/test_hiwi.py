@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compressor.errors import ConfigError, ModelError
+from compressor.errors import ConfigError, MergeError, ModelError
 from compressor.methods.base import (
     METHODS,
     adapter_state,
@@ -190,3 +190,60 @@ def test_norm_target_without_affine_parameters_is_a_clear_error() -> None:
         layer.output.LayerNorm = torch.nn.LayerNorm(HIDDEN, elementwise_affine=False)
     with pytest.raises(ModelError, match="weight of `bert.encoder.layer.0.output.LayerNorm`, which has none"):
         HIWI.inject(model, HiwiConfig(targets=["norm_weight"]))
+
+
+def test_a_run_directory_stores_only_the_delta_and_merges_from_it(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """finetune keeps delta.safetensors (P' and the head under stock names), not the adapter; merge = base + delta;
+    inspect reports its bytes as a share of the model's."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from compressor.checkpoint import load_model
+    from compressor.inspection import inspect_path
+    from compressor.stages.finetune import FinetuneConfig
+    from compressor.stages.merge import MergeConfig
+    from compressor.train.config import TrainConfig
+    from tests.models import run_stage_to, save_tiny_checkpoint, write_tiny_data
+
+    base = save_tiny_checkpoint(tmp_path / "base")
+    train = TrainConfig(epochs=1, max_steps=4, batch_size=8, save_steps=4, logging_steps=2, lr=1e-2)
+    config = FinetuneConfig(method="hiwi", options=HiwiConfig(targets=BIASES), train=train)
+    data = write_tiny_data(tmp_path / "train.tsv", 24)
+    summary = run_stage_to("finetune", config, tmp_path / "run", model=base, train=data)
+    run = tmp_path / "run"
+    assert (run / "delta.safetensors").is_file() and not (run / "adapter.safetensors").exists()
+    stored = load_file(str(run / "delta.safetensors"))
+    expected = {f"bert.encoder.layer.{i}.output.dense.bias" for i in range(LAYERS)}
+    expected |= {f"bert.encoder.layer.{i}.intermediate.dense.bias" for i in range(LAYERS)}
+    assert set(stored) == expected | {"classifier.weight", "classifier.bias"}
+    metrics = summary["metrics"]
+    assert metrics["delta_max_abs_diff"] <= 1e-4
+    original = load_model(base)[0].state_dict()
+    assert metrics["model_bytes"] == sum(v.numel() * v.element_size() for v in original.values())
+    assert metrics["stored_share"] == pytest.approx(
+        (run / "delta.safetensors").stat().st_size / metrics["model_bytes"]
+    )
+    assert any(not torch.equal(stored[k], original[k]) for k in expected)  # the biases trained
+
+    merged = run_stage_to("merge", MergeConfig(), tmp_path / "merged", adapter=run)
+    assert merged["method"] == "hiwi" and merged["from_delta"] is True
+    model, _ = load_model(tmp_path / "merged")
+    state = model.state_dict()
+    for name, value in state.items():  # base + delta, nothing else changed
+        torch.testing.assert_close(value, stored[name] if name in stored else original[name], atol=0, rtol=0)
+
+    info = inspect_path(run)
+    assert info["kind"] == "finetune" and info["method"] == "hiwi" and info["stored_file"] == "delta.safetensors"
+    assert (
+        info["stored_share"] == pytest.approx(metrics["stored_share"])
+        and info["share_basis"] == "merged model tensors"
+    )
+
+    # a delta that misses a tensor the training changed is caught before anything is written
+    hiwi = METHODS.get("hiwi")
+    short = replace(hiwi, delta=lambda m: {k: v for k, v in delta_state(m).items() if "output.dense" not in k})
+    monkeypatch.setitem(METHODS._items, "hiwi", short)  # noqa: SLF001 - a registry entry swapped for this test
+    with pytest.raises(MergeError, match="misses a changed tensor"):
+        run_stage_to("finetune", config, tmp_path / "bad", model=base, train=data)
+    assert not (tmp_path / "bad").exists()
