@@ -8,7 +8,9 @@ the table, JSON and Pareto plot go to docs/ (the sweep's section of docs/benchma
 
 A sweep file names: `out` (its run directories), `teacher` (a checkpoint, trained by bench/teacher.py if missing),
 `baselines` (optimum exports of it), `runs` (name, recipe, `set` overrides; `matrix` expands a run over values),
-`compare` (benchmark settings and data), `headline` (the row written to docs/headline.json), `dev` (overrides).
+`compare` (benchmark settings and data), `headline` (the rows, one per seed, averaged into docs/headline.json),
+`targets` (checked against the headline: accuracy_drop_pt, speedup_vs_fp32, speedup_vs_optimum_int8, size_mb),
+`profiles` (rows whose op profiles are shown), `dev` (overrides).
 """
 
 from __future__ import annotations
@@ -75,8 +77,33 @@ def baselines(sweep: dict[str, Any], model: Path, out: Path) -> dict[str, Path]:
     return {"optimum-fp32": fp32, "optimum-int8": int8}
 
 
-def section(sweep: dict[str, Any], comparison: Comparison, command: str, seconds: float) -> str:
-    """The sweep's part of docs/benchmarks.md: settings, the table, per-stage wall time, the plot."""
+def verdicts(record: dict[str, Any], targets: dict[str, float]) -> list[str]:
+    """One line per target the sweep names, met or not, from the headline record (accuracy drop in points against
+    the teacher's export, speed-ups against both baselines, size)."""
+    drop = 100 * (record["teacher_accuracy"] - record["accuracy"])
+    checks = {
+        "accuracy_drop_pt": (drop, "≤", f"accuracy within {{t:g}} pt of the teacher: {drop:+.2f} pt below"),
+        "speedup_vs_fp32": (record["speedup_vs_fp32"], "≥", "≥ {t:g}× faster than optimum-fp32: {v:.2f}×"),
+        "speedup_vs_optimum_int8": (
+            record["speedup_vs_optimum_int8"],
+            "≥",
+            "≥ {t:g}× faster than optimum-int8: {v:.2f}×",
+        ),
+        "size_mb": (record["size_mb"], "≤", "≤ {t:g} MB: {v:.2f} MB"),
+    }
+    lines = []
+    for key, target in targets.items():
+        value, direction, text = checks[key]
+        met = value <= target if direction == "≤" else value >= target
+        lines.append(f"  - {text.format(t=target, v=value)}: **{'met' if met else 'not met'}**")
+    return lines
+
+
+def section(
+    sweep: dict[str, Any], comparison: Comparison, command: str, seconds: float, record: dict[str, Any] | None = None
+) -> str:
+    """The sweep's part of docs/benchmarks.md: settings, the headline against the targets, the table, per-stage
+    wall time, the plot, the profiles."""
     machine = comparison.report.machine
     cfg = comparison.report.config
     lines = [
@@ -90,6 +117,19 @@ def section(sweep: dict[str, Any], comparison: Comparison, command: str, seconds
         f"real lengths where shown); {cfg.runs} interleaved runs per artifact after {cfg.warmup} warm-up.",
         *[f"- {note}" for note in sweep.get("notes", [])],
         f"- **Wall time** of this invocation: {seconds / 60:.1f} min (finished runs are reused).",
+    ]
+    if record is not None:
+        seeds = ", ".join(f"{100 * a:.2f}" for a in record["accuracy_seeds"])
+        lines += [
+            f"- **Headline** (mean of {', '.join(f'`{r}`' for r in record['rows'])}): accuracy "
+            f"{100 * record['accuracy']:.2f} % (runs: {seeds}; spread {100 * record['accuracy_spread']:.2f} pt) "
+            f"against the teacher's {100 * record['teacher_accuracy']:.2f} % and optimum int8's "
+            f"{100 * record['optimum_int8_accuracy']:.2f} %; {record['speedup_vs_fp32']:.2f}× faster than "
+            f"optimum-fp32 and {record['speedup_vs_optimum_int8']:.2f}× faster than optimum-int8 at p50; "
+            f"{record['size_mb']:.2f} MB (also in `docs/headline.json`).",
+            *verdicts(record, sweep.get("targets") or {}),
+        ]
+    lines += [
         "",
         md_table(*comparison.table()),
         "",
@@ -197,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(md_table(*comparison.table()))
     if not args.dev:
-        write_docs(sweep, section(sweep, comparison, command, time.perf_counter() - start), docs)
-        if sweep.get("headline"):
-            record = headline(sweep, comparison, teacher_dir, command)
+        record = headline(sweep, comparison, teacher_dir, command) if sweep.get("headline") else None
+        write_docs(sweep, section(sweep, comparison, command, time.perf_counter() - start, record), docs)
+        if record is not None:
             (docs / "headline.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return 0
 

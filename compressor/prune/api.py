@@ -20,7 +20,7 @@ from compressor.prune.config import PruneConfig
 from compressor.prune.distill import distill_
 from compressor.prune.recover import reconstruct_
 from compressor.prune.schedule import count_schedule, kept_fractions, plan_target, rescore_step_
-from compressor.prune.units import apply_plan_, prune_to_counts_
+from compressor.prune.units import apply_plan_, prune_to_counts_, update_head_scores
 from compressor.prune.vocab import model_bytes, prune_vocab_, unknown_rate, used_token_ids
 from compressor.sensitivity.plan import Plan
 from compressor.train.loop import evaluate
@@ -54,6 +54,7 @@ def prune_(
     data: Any = None,
     eval_data: Any = None,
     vocab_data: Any = None,
+    base: nn.Module | None = None,
     work_dir: Path | None = None,
     resume: bool = False,
     quiet: bool = False,
@@ -68,6 +69,8 @@ def prune_(
         data: training sentences (LabelledData) for recovery, and for re-scoring a plan between rounds.
         eval_data: validation data to report accuracy after everything.
         vocab_data: texts (a LabelledData, labels not needed) whose token ids the embedding keeps.
+        base: with `heads_by: update`, the checkpoint fine-tuning started from (heads are ranked by how much
+            their query/value rows moved from it).
         work_dir: where distillation keeps its checkpoints (default: a temporary directory).
         resume: continue an interrupted distillation from its newest checkpoint in `work_dir` (the steps before it
             are deterministic, so the checkpoint belongs to the same model).
@@ -77,6 +80,8 @@ def prune_(
     k = config.iterations
     if config.recover != "none" and (data is None or tokenizer is None):
         raise ConfigError("recovery needs training data: pass --data")
+    if config.heads_by == "update" and base is None:
+        raise ConfigError("`heads_by: update` needs the base checkpoint fine-tuning started from (`update_base`)")
     if k > 1 and config.recover == "none":
         logger.warning("`iterations` %d without recovery: the rounds only differ from one step by re-scoring", k)
     plan = target = None
@@ -95,7 +100,8 @@ def prune_(
     for t in range(k):
         step: dict[str, Any] = {"step": t + 1}
         if plan is None:
-            prune_to_counts_(model, [c[t] for c in head_counts], [c[t] for c in ffn_counts])
+            by_update = update_head_scores(model, base) if config.heads_by == "update" and base is not None else None
+            prune_to_counts_(model, [c[t] for c in head_counts], [c[t] for c in ffn_counts], by_update)
         elif k == 1:
             apply_plan_(model, plan)
         else:

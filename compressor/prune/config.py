@@ -10,6 +10,7 @@ from compressor.errors import ConfigError
 SCHEDULES = ("geometric", "linear")
 FALLBACKS = ("unk", "nearest")
 RECOVER = ("none", "distill", "reconstruct", "reconstruct+distill")
+HEADS_BY = ("magnitude", "update")
 
 
 @dataclass(kw_only=True)
@@ -20,6 +21,21 @@ class PruneConfig:
     heads: float = field(default=0.0, metadata={"help": "Fraction of attention heads to remove in each layer."})
     ffn: float = field(default=0.0, metadata={"help": "Fraction of FFN neurons to remove in each layer."})
     plan: str | None = field(default=None, metadata={"help": "plan.json from `compressor analyse` (exact units)."})
+    heads_by: str = field(
+        default="magnitude",
+        metadata={
+            "help": "How `heads` picks the heads to remove: magnitude (smallest weights) or update (DSEE's "
+            "structured step: the heads whose query/value rows changed least in fine-tuning, Σ|W − W_base|, "
+            "against `update_base`)."
+        },
+    )
+    update_base: str | None = field(
+        default=None,
+        metadata={
+            "help": "With heads_by update: the checkpoint fine-tuning started from (a directory, `minilm`, or in a "
+            "recipe `finetune`: the base of the recipe's fine-tuning stage)."
+        },
+    )
     recover: str = field(default="none", metadata={"help": f"Recovery after pruning: {', '.join(RECOVER)}."})
     recover_steps: int = field(
         default=0, metadata={"help": "Distillation steps in total (split evenly over `iterations`; 0: none)."}
@@ -89,6 +105,15 @@ class PruneConfig:
             raise ConfigError("`ffn` 1.0 would remove every FFN neuron of every layer; drop layers with a plan")
         if self.plan is not None and (self.heads or self.ffn):
             raise ConfigError("give either `plan` or the `heads`/`ffn` fractions, not both")
+        if self.heads_by not in HEADS_BY:
+            raise ConfigError(f"`heads_by` must be one of {', '.join(HEADS_BY)}; got {self.heads_by!r}")
+        if self.heads_by == "update" and (not self.heads or self.update_base is None):
+            raise ConfigError(
+                "`heads_by: update` needs `heads` (the share of heads to remove) and `update_base` (the checkpoint "
+                "fine-tuning started from)"
+            )
+        if self.update_base is not None and self.heads_by != "update":
+            raise ConfigError("`update_base` is only used with `heads_by: update`")
         if self.recover not in RECOVER:
             raise ConfigError(f"`recover` must be one of {', '.join(RECOVER)}; got {self.recover!r}")
         if self.vocab_fallback not in FALLBACKS:

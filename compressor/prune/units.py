@@ -1,13 +1,17 @@
-"""Which units go: the lowest-magnitude fraction of each layer, given counts per layer, or exactly a plan's."""
+"""Which units go: the lowest-magnitude fraction of each layer (or the heads fine-tuning moved least), given counts
+per layer, or exactly a plan's."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import nn
 
-from compressor.arch.surgery import drop_layers_, prune_ffn_, prune_heads_, prune_hidden_
+from compressor.arch.structure import is_pruned, structure_of
+from compressor.arch.surgery import apply_structure_, drop_layers_, prune_ffn_, prune_heads_, prune_hidden_
+from compressor.methods.dsee.method import dsee_head_scores
 from compressor.sensitivity.config import AnalyseConfig
 from compressor.sensitivity.plan import Plan, check_plan_fits
 from compressor.sensitivity.scorers import score_magnitude
@@ -36,15 +40,30 @@ def prune_by_fraction_(model: nn.Module, heads: float, ffn: float) -> None:
     )
 
 
-def prune_to_counts_(model: nn.Module, heads: list[int], neurons: list[int]) -> None:
-    """Keep the `heads[i]` heads and `neurons[i]` FFN neurons of largest magnitude in each layer i."""
-    head_scores, neuron_scores = _magnitudes(model)
+def prune_to_counts_(
+    model: nn.Module, heads: list[int], neurons: list[int], head_scores: list[torch.Tensor] | None = None
+) -> None:
+    """Keep the `heads[i]` heads and `neurons[i]` FFN neurons of largest magnitude in each layer i (heads by
+    `head_scores` instead, per layer one score per current head, when given)."""
+    magnitude_heads, neuron_scores = _magnitudes(model)
+    head_scores = magnitude_heads if head_scores is None else head_scores
     for i, s in enumerate(head_scores):
         if heads[i] < len(s):
             prune_heads_(model, i, _top(s, heads[i]))
     for i, s in enumerate(neuron_scores):
         if neurons[i] < len(s):
             prune_ffn_(model, i, _top(s, neurons[i]))
+
+
+def update_head_scores(model: nn.Module, base: nn.Module) -> list[torch.Tensor]:
+    """Per layer, how much each current head's query/value rows moved from `base` in fine-tuning, Σ|W − W_base|
+    (DSEE's structured step ranks heads by it). `base` is the unpruned checkpoint fine-tuning started from; a copy
+    of it is cut to `model`'s structure first, so the score also works between prune rounds."""
+    structure = structure_of(model)
+    if is_pruned(structure):
+        base = copy.deepcopy(base)
+        apply_structure_(base, structure)
+    return dsee_head_scores(model, base)
 
 
 def apply_plan_(model: nn.Module, plan: Plan) -> None:

@@ -21,6 +21,7 @@ from compressor.train.config import is_main_process
 
 PLAN_FROM_ANALYSE = "analyse"  # `plan: analyse` follows the plan of the recipe's analyse stage
 VOCAB_FROM_TRAIN = "train"  # `vocab: train` keeps the token ids of the training data
+BASE_FROM_FINETUNE = "finetune"  # `update_base: finetune`: the checkpoint the recipe's fine-tuning started from
 
 
 class PruneStage(StageBase):
@@ -29,7 +30,11 @@ class PruneStage(StageBase):
     output = "model"
     gives = "model"
     repeatable = True
-    path_keys: ClassVar[dict[str, tuple[str, ...]]] = {"plan": (PLAN_FROM_ANALYSE,), "vocab": (VOCAB_FROM_TRAIN,)}
+    path_keys: ClassVar[dict[str, tuple[str, ...]]] = {
+        "plan": (PLAN_FROM_ANALYSE,),
+        "vocab": (VOCAB_FROM_TRAIN,),
+        "update_base": ("minilm", BASE_FROM_FINETUNE),
+    }
     example = "- prune: {plan: analyse, recover: reconstruct+distill, recover_steps: 300, vocab: train}"
 
     def needs(self, config: PruneConfig) -> tuple[str, ...]:
@@ -41,11 +46,11 @@ class PruneStage(StageBase):
 
     def parse(self, values: dict[str, Any], *, source: str, base_dir: Path) -> PruneConfig:
         values = dict(values)
-        for key, word in (("plan", PLAN_FROM_ANALYSE), ("vocab", VOCAB_FROM_TRAIN)):
-            value = values.get(key)
+        for key, allowed in self.path_keys.items():
+            value, word = values.get(key), allowed[-1]
             if isinstance(value, bool) and key == "vocab":  # `vocab: true` reads as the training data
                 values[key] = VOCAB_FROM_TRAIN if value else None
-            elif isinstance(value, str) and value != word:
+            elif isinstance(value, str) and value not in allowed:
                 path = resolve_path(value, base_dir)
                 if not path.exists():
                     raise ConfigError(
@@ -69,6 +74,7 @@ class PruneStage(StageBase):
             if ctx.plan is None or not plan.is_file():
                 raise ConfigError("prune `plan: analyse` needs an analyse stage with a `budget` before it")
             config = dataclasses.replace(config, plan=str(plan))
+        base = self._update_base(ctx, config) if config.heads_by == "update" else None
         model, tokenizer = load_model(ctx.model)
         labels = model_labels(model.config.to_dict()) or {int(k): v for k, v in model.config.id2label.items()}
         train = ctx.data.train(labels, sample=False) if self.data(config).get("train") else None
@@ -91,6 +97,7 @@ class PruneStage(StageBase):
             data=train,
             eval_data=ctx.data.eval(labels),
             vocab_data=vocab,
+            base=base,
             work_dir=work,
             resume=ctx.resume,
             quiet=ctx.quiet,
@@ -110,6 +117,20 @@ class PruneStage(StageBase):
             "iterations": report.iterations,
             "vocab": report.vocab,
         }
+
+    @staticmethod
+    def _update_base(ctx: Context, config: PruneConfig) -> Any:
+        """The checkpoint fine-tuning started from, for `heads_by: update` (a path, `minilm`, or `finetune`)."""
+        ref = config.update_base
+        if ref == BASE_FROM_FINETUNE:
+            recorded = read_json(Path(ctx.adapter) / "base.json") if ctx.adapter is not None else None
+            if not isinstance(recorded, dict) or not isinstance(recorded.get("model"), str):
+                raise ConfigError(
+                    "prune `update_base: finetune` needs a finetune stage before it in the recipe; "
+                    "otherwise give the base checkpoint's path"
+                )
+            ref = recorded["model"]
+        return load_model(str(ref))[0]
 
     def row(self, summary: dict[str, Any]) -> dict[str, str]:
         before, after = summary.get("encoder_params_before"), summary.get("encoder_params_after")

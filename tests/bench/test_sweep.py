@@ -59,6 +59,7 @@ def test_a_tiny_sweep_runs_and_records_its_headline(tmp_path: Path) -> None:
             "profile": True,
         },
         "headline": ["half-1", "half-2"],
+        "targets": {"size_mb": 1000, "speedup_vs_fp32": 1000},
         "profiles": ["optimum-fp32", "half-1"],
         "dev": {"out": str(tmp_path / "dev")},
     }
@@ -84,6 +85,9 @@ def test_a_tiny_sweep_runs_and_records_its_headline(tmp_path: Path) -> None:
     section = (docs / "benchmarks.md").read_text(encoding="utf-8")
     assert "<!-- bench:tiny -->" in section and "## A tiny sweep" in section and "`half-2`: analyse" in section
     assert "p50 ms real lengths" in section
+    assert "- **Headline** (mean of `half-1`, `half-2`): accuracy " in section
+    assert "  - ≤ 1000 MB: " in section and "  - ≥ 1000× faster than optimum-fp32: " in section
+    assert section.count(": **met**") == 1 and section.count(": **not met**") == 1
     profile = section.split("Where the time goes", 1)[1]
     assert "| op type | optimum-fp32 | half-1 |" in profile and "all nodes" in profile  # only the rows asked for
     headline = json.loads((docs / "headline.json").read_text(encoding="utf-8"))
@@ -91,3 +95,25 @@ def test_a_tiny_sweep_runs_and_records_its_headline(tmp_path: Path) -> None:
     assert headline["accuracy"] == pytest.approx(sum(accuracies) / 2)
     assert headline["teacher_train_rows"] == 48 and headline["threads"] == 1
     assert set(headline) >= {"teacher_accuracy", "optimum_int8_accuracy", "speedup_vs_fp32", "size_mb", "command"}
+
+
+def test_verdicts_name_each_target_met_or_not() -> None:
+    from bench.sweep import verdicts
+
+    record = {
+        "teacher_accuracy": 0.892,
+        "accuracy": 0.885,
+        "speedup_vs_fp32": 8.4,
+        "speedup_vs_optimum_int8": 3.2,
+        "size_mb": 7.5,
+    }
+    targets = {"accuracy_drop_pt": 1.0, "speedup_vs_fp32": 8, "speedup_vs_optimum_int8": 3.5, "size_mb": 8}
+    assert verdicts(record, targets) == [
+        "  - accuracy within 1 pt of the teacher: +0.70 pt below: **met**",
+        "  - ≥ 8× faster than optimum-fp32: 8.40×: **met**",
+        "  - ≥ 3.5× faster than optimum-int8: 3.20×: **not met**",
+        "  - ≤ 8 MB: 7.50 MB: **met**",
+    ]
+    assert verdicts(record | {"accuracy": 0.88}, {"accuracy_drop_pt": 1.0}) == [
+        "  - accuracy within 1 pt of the teacher: +1.20 pt below: **not met**"
+    ]

@@ -130,3 +130,33 @@ def test_bad_values_are_one_line_usage_errors(
 def test_help_shows_an_example() -> None:
     result = CliRunner().invoke(app, ["prune", "--help"])
     assert result.exit_code == 0 and "Example: compressor prune" in result.output
+
+
+def test_prune_heads_by_update_ranks_against_the_base(
+    files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch,
+    capsys,  # noqa: ANN001
+) -> None:
+    """`--heads-by update --update-base BASE`: the heads whose q/v rows moved least from BASE go."""
+    from compressor.checkpoint import save_model
+
+    base, tokenizer = load_model(files["ckpt"])
+    tuned, _ = load_model(files["ckpt"])
+    with torch.no_grad():
+        for layer, head in ((0, 2), (0, 3), (1, 0), (1, 3)):  # "fine-tuning" moved these heads' q/v rows
+            attention = tuned.bert.encoder.layer[layer].attention.self
+            attention.query.weight[8 * head : 8 * head + 8] += 0.05
+            attention.value.weight[8 * head : 8 * head + 8] += 0.05
+    save_model(tuned, tokenizer, tmp_path / "tuned")
+    out = tmp_path / "pruned"
+    args = ["prune", str(tmp_path / "tuned"), "--heads", "0.5", "--heads-by", "update"]
+    code, _, err = run_cli([*args, "--update-base", str(files["ckpt"]), "--out", str(out)], monkeypatch, capsys)
+    assert code == 0, err
+    layers = json.loads((out / "config.json").read_text())["compressor_structure"]["layers"]
+    assert [e["heads"] for e in layers] == [[2, 3], [0, 3]]
+    code, _, err = run_cli([*args, "--update-base", "finetune", "--out", str(tmp_path / "x")], monkeypatch, capsys)
+    assert_one_line_error(code, err, 2, "prune `update_base: finetune` needs a finetune stage before it")
+    code, _, err = run_cli([*args, "--out", str(tmp_path / "y")], monkeypatch, capsys)
+    assert_one_line_error(code, err, 2, "`heads_by: update` needs `heads`")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -28,6 +28,10 @@ from tests.models import encode, tiny_model, tiny_tokenizer, write_tiny_data
         ({"plan": "p.json", "heads": 0.2}, "not both"),
         ({"recover": "magic"}, "`recover`"),
         ({"iterations": 0}, "`iterations`"),
+        ({"heads_by": "gradient", "heads": 0.25}, "`heads_by` must be one of magnitude, update"),
+        ({"heads_by": "update", "heads": 0.25}, "needs `heads` .* and `update_base`"),
+        ({"heads_by": "update", "update_base": "minilm"}, "needs `heads`"),
+        ({"update_base": "minilm", "heads": 0.25}, "only used with `heads_by: update`"),
         ({"schedule": "cosine"}, "`schedule`"),
         ({"recover": "distill", "recover_steps": 2, "iterations": 3}, "`recover_steps`"),
         ({"recover": "distill", "recover_method": "nope"}, "nope"),
@@ -143,3 +147,36 @@ def test_vocabulary_pruning_and_accuracy_come_with_the_prune(tmp_path: Path) -> 
     report = prune_(plain, PruneConfig(heads=0.25), tokenizer=tok)
     assert report.vocab is None and report.accuracy is None
     assert type(plain.bert.embeddings.word_embeddings) is torch.nn.Embedding
+
+
+def _moved(base: torch.nn.Module, moves: dict[int, list[int]]) -> torch.nn.Module:
+    """`base` after a "fine-tune" that moved the query and value rows of the given heads per layer (head size 8)."""
+    model = copy.deepcopy(base)
+    with torch.no_grad():
+        for layer, heads in moves.items():
+            attention = model.bert.encoder.layer[layer].attention.self
+            for h in heads:
+                attention.query.weight[8 * h : 8 * h + 8] += 0.05
+                attention.value.weight[8 * h : 8 * h + 8] -= 0.05
+    return model
+
+
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_heads_by_update_keeps_the_heads_fine_tuning_moved(iterations: int) -> None:
+    """DSEE's structured step: the heads whose q/v rows changed least go, whatever their magnitude."""
+    base = tiny_model(seed=4)
+    model = _moved(base, {0: [1, 3], 1: [0, 2]})
+    with torch.no_grad():  # make the unmoved heads the *largest* by magnitude, so magnitude would keep them
+        for layer, heads in {0: [0, 2], 1: [1, 3]}.items():
+            for h in heads:
+                for name in ("query", "key", "value"):
+                    getattr(base.bert.encoder.layer[layer].attention.self, name).weight[8 * h : 8 * h + 8] *= 3
+                    getattr(model.bert.encoder.layer[layer].attention.self, name).weight[8 * h : 8 * h + 8] *= 3
+    config = PruneConfig(heads=0.5, heads_by="update", update_base="base", iterations=iterations)
+    prune_(model, config, base=base)
+    assert [e["heads"] for e in structure_of(model)["layers"]] == [[1, 3], [0, 2]]
+    by_magnitude = _moved(base, {0: [1, 3], 1: [0, 2]})
+    prune_(by_magnitude, PruneConfig(heads=0.5))
+    assert [e["heads"] for e in structure_of(by_magnitude)["layers"]] == [[0, 2], [1, 3]]
+    with pytest.raises(ConfigError, match="needs the base checkpoint"):
+        prune_(tiny_model(), config)
