@@ -21,7 +21,13 @@ from typing import Annotated, Any
 
 import typer
 
-ModelArg = Annotated[str, typer.Argument(help="A local checkpoint directory, or `minilm` for the bundled model.")]
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="A local checkpoint directory, `minilm` for the bundled model, or a Hugging Face hub id found in the "
+        "local cache (HF_HOME; set HF_HUB_OFFLINE=0 to download)."
+    ),
+]
 OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (written whole, or not at all).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace --out if it exists and is not empty.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info messages.")]
@@ -159,10 +165,13 @@ def run_stage_command(
     as_json: bool = False,
 ) -> dict[str, Any]:
     """Run one registered stage as its command: `out` checked and locked, written whole; print what it did."""
+    from compressor.checkpoint import is_hub_id, resolve_model_path
     from compressor.stages import STAGES, Context
     from compressor.stages.context import DataFiles, DataSpec
     from compressor.stages.runner import run_stage
 
+    if model is not None and is_hub_id(model):  # a hub id becomes its snapshot directory before anything reads it
+        model = str(resolve_model_path(model))
     stage = STAGES.get(key)
     ctx = Context(
         out=Path(out),

