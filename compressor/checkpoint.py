@@ -109,9 +109,8 @@ def hub_snapshot(repo_id: str) -> Path:
             "machine may read; pass a local checkpoint directory, `minilm`, or a public hub id"
         ) from None
     except (HfHubHTTPError, OSError, ValueError) as err:
-        raise ModelError(f"model `{repo_id}`: downloading it from the Hugging Face hub failed ({err}); retry") from (
-            None
-        )
+        message = f"model `{repo_id}`: downloading it from the Hugging Face hub failed ({err}); retry"
+        raise ModelError(message) from None
     return Path(path)
 
 

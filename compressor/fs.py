@@ -145,6 +145,11 @@ def content_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+def is_main_process() -> bool:
+    """True except on the non-zero ranks of a distributed run (accelerate launch / torchrun set RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 @contextmanager
 def out_lock(target: Path) -> Iterator[None]:
     """Hold an exclusive lock on writing `target` for the whole block.
@@ -156,7 +161,7 @@ def out_lock(target: Path) -> Iterator[None]:
     """
     from filelock import FileLock, Timeout
 
-    if int(os.environ.get("RANK", "0")) != 0:  # a non-zero rank of accelerate/torchrun: rank 0 holds it and writes
+    if not is_main_process():  # a non-zero rank of accelerate/torchrun: rank 0 holds the lock and writes
         yield
         return
     resolved = str(Path(target).resolve())

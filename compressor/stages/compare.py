@@ -8,6 +8,7 @@ trained); an artifact directory stands for itself. Baselines come first; ratios 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,18 +151,43 @@ def parse_item(item: str) -> tuple[str | None, Path]:
     return None, Path(item)
 
 
-def write_outputs(comparison: Comparison, *, json_path: Path | None, markdown: Path | None, plot: Path | None) -> None:
-    """The comparison as JSON, as a Markdown table, and as an accuracy-vs-latency plot with the Pareto front."""
+def write_outputs(
+    comparison: Comparison,
+    *,
+    json_path: Path | None,
+    markdown: Path | None,
+    plot: Path | None,
+    root: Path | None = None,
+) -> None:
+    """The comparison as JSON, as a Markdown table, and as an accuracy-vs-latency plot with the Pareto front.
+
+    Args:
+        root: paths under it are recorded relative to it in the JSON (a record committed with a repository must
+            not carry the absolute paths of the machine that made it).
+    """
     from compressor.stages.render import md_table
 
     if json_path is not None:
+        record = comparison.to_dict() if root is None else relative_paths(comparison.to_dict(), root)
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(comparison.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+        json_path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     if markdown is not None:
         markdown.parent.mkdir(parents=True, exist_ok=True)
         markdown.write_text(md_table(*comparison.table()) + "\n", encoding="utf-8")
     if plot is not None:
         pareto_plot(comparison, plot)
+
+
+def relative_paths(value: Any, root: Path) -> Any:
+    """`value` (JSON-ready) with every string that is a path under `root` written relative to it."""
+    prefix = str(Path(root).resolve()) + os.sep
+    if isinstance(value, dict):
+        return {k: relative_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v, root) for v in value]
+    if isinstance(value, str) and value.startswith(prefix):
+        return Path(value[len(prefix) :]).as_posix()
+    return value
 
 
 def pareto_plot(comparison: Comparison, path: Path) -> None:

@@ -209,15 +209,11 @@ def load_adapter_dir(run_dir: Path, *, base: str | None = None) -> tuple[Any, An
         raise MergeError(
             f"`{stored}` is not a readable safetensors file ({err}); rerun `compressor finetune`"
         ) from None
-    if stored.name == DELTA_NAME:  # the method kept only the changed tensors: base + delta is the trained model
-        model, tokenizer = _base_model(base_ref, labels, structure)
-        load_adapter_state_(model, state)
-        return model.eval(), tokenizer, method.name
     model, tokenizer = _base_model(base_ref, labels, structure)
-    model = method.inject(model, cfg)
+    if stored.name != DELTA_NAME:  # a delta holds the changed tensors under stock names: base + delta is the model
+        model = method.inject(model, cfg)
     load_adapter_state_(model, state)
-    model.eval()
-    return model, tokenizer, method.name
+    return model.eval(), tokenizer, method.name
 
 
 def _base_model(base_ref: str, labels: dict[int, str], structure: dict[str, Any] | None) -> tuple[Any, Any]:

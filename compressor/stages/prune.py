@@ -10,14 +10,13 @@ from typing import Any, ClassVar
 from compressor.checkpoint import load_model, resolve_model_path, save_model
 from compressor.data import load_data
 from compressor.errors import ConfigError
-from compressor.fs import atomic_dir
+from compressor.fs import atomic_dir, is_main_process
 from compressor.prune.config import PruneConfig
 from compressor.schema import build_strict
 from compressor.stages.base import STAGES, Context, StageBase, StageView
 from compressor.stages.context import model_labels, resolve_path
 from compressor.stages.rundir import read_json
 from compressor.stages.tables import structure_table
-from compressor.train.config import is_main_process
 
 PLAN_FROM_ANALYSE = "analyse"  # `plan: analyse` follows the plan of the recipe's analyse stage
 VOCAB_FROM_TRAIN = "train"  # `vocab: train` keeps the token ids of the training data

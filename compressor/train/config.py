@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -46,11 +45,6 @@ class TrainConfig:
         if self.bf16 and self.fp16:
             raise ConfigError("choose one of `bf16` and `fp16`, not both")
         resolve_device(self.device)
-
-
-def is_main_process() -> bool:
-    """True except on the non-zero ranks of a distributed run (accelerate launch / torchrun set RANK)."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def resolve_device(device: str) -> str:

@@ -100,3 +100,21 @@ def test_a_plan_made_for_a_latency_budget_is_held_to_its_prediction(inputs: dict
     headers, cells = comparison.table()
     column = headers.index("measured vs predicted")
     assert cells[0][column] == "-" and cells[1][column] == f"{100 * planned['predicted_miss']:+.1f}%"
+
+
+def test_paths_under_the_root_are_recorded_relative(tmp_path: Path) -> None:
+    from compressor.stages.compare import relative_paths
+
+    root = tmp_path / "repo"
+    record = {
+        "rows": [{"path": str(root / "runs" / "a"), "files": [str(root / "runs" / "a" / "model.onnx"), "x"]}],
+        "elsewhere": str(tmp_path / "other" / "b"),
+        "prefix_only": str(root) + "-backup/c",  # shares the text, not the directory
+        "n": 3,
+    }
+    assert relative_paths(record, root) == {
+        "rows": [{"path": "runs/a", "files": ["runs/a/model.onnx", "x"]}],
+        "elsewhere": str(tmp_path / "other" / "b"),
+        "prefix_only": str(root) + "-backup/c",
+        "n": 3,
+    }

@@ -270,15 +270,14 @@ def tiny_overrides(recipe: Path, tiny: dict[str, Path]) -> list[str]:
     per_stage = {
         "analyse": ["samples=16"],
         "finetune": ["train.max_steps=2", "train.batch_size=8", "train.epochs=1"],
-        "prune": ["recover_steps=2", "batch_size=8", "samples=16"],
+        "prune": ["batch_size=8", "samples=16"],
         "export": ["eval_samples=8", "timing_runs=2", "fuse=off", "threads=1"],
         "benchmark": ["runs=2", "warmup=1", "threads=1"],
     }
     for entry in load_recipe(recipe).stages:
         stage_items = per_stage.get(entry.stage.key, [])
-        if entry.stage.key == "prune":  # distillation shortened to 2 steps where the recipe distils at all
-            distils = "distill" in entry.config.recover
-            stage_items = [*(["recover_epochs=0", "recover_steps=2"] if distils else []), *stage_items[1:]]
+        if entry.stage.key == "prune" and "distill" in entry.config.recover:  # distillation cut to 2 steps
+            stage_items = ["recover_epochs=0", "recover_steps=2", *stage_items]
         items += [f"{entry.name}.{item}" for item in stage_items]
     return items
 
