@@ -26,7 +26,7 @@ lint: install
 	$(BIN)/lint-imports
 
 bench: install
-	$(BIN)/python bench/sst2.py
+	$(BIN)/python bench/sweep.py bench/sweeps/sst2.yaml
 
 clean:
 	rm -rf runs .pytest_cache

@@ -6,11 +6,13 @@ the table, JSON and Pareto plot go to docs/ (the sweep's section of docs/benchma
     python bench/sweep.py bench/sweeps/sst2.yaml --only deep   # some runs, then the comparison of all finished
     python bench/sweep.py bench/sweeps/sst2.yaml --dev         # the sweep's development budget: no docs written
 
-A sweep file names: `out` (its run directories), `teacher` (a checkpoint, trained by bench/teacher.py if missing),
-`baselines` (optimum exports of it), `runs` (name, recipe, `set` overrides; `matrix` expands a run over values),
-`compare` (benchmark settings and data), `headline` (the rows, one per seed, averaged into docs/headline.json),
-`targets` (checked against the headline: accuracy_drop_pt, speedup_vs_fp32, speedup_vs_optimum_int8, size_mb),
-`profiles` (rows whose op profiles are shown), `dev` (overrides).
+A sweep file names: `out` (its run directories), `teacher` (optional: a checkpoint, trained by bench/teacher.py
+if missing; its optimum fp32/int8 exports are baselines), `baselines` (more: name → run directory or artifact),
+`runs` (name, recipe, `set` overrides; `matrix` expands a run over values, rows differing only in `seed` are also
+summarised together; `baseline: true` makes a run a reference row), `compare` (benchmark settings and data),
+`headline` (the rows, one per seed, averaged into docs/headline.json), `targets` (checked against the headline:
+accuracy_drop_pt, speedup_vs_fp32, speedup_vs_optimum_int8, size_mb), `profiles` (rows whose op profiles are
+shown), `dev` (overrides).
 """
 
 from __future__ import annotations
@@ -52,9 +54,9 @@ def expand(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         matrix = run.get("matrix") or {}
         for values in itertools.product(*matrix.values()):
             fill = dict(zip(matrix, values, strict=True))
-            out.append(
-                run | {"name": run["name"].format(**fill), "set": [s.format(**fill) for s in run.get("set", [])]}
-            )
+            filled = {"name": run["name"].format(**fill), "set": [s.format(**fill) for s in run.get("set", [])]}
+            group = run["name"].format(**(fill | {"seed": "*"})) if "seed" in fill else filled["name"]
+            out.append(run | filled | {"group": group})  # a setting over its seeds
     return out
 
 
@@ -132,6 +134,11 @@ def section(
             f"{record['size_mb']:.2f} MB (also in `docs/headline.json`).",
             *verdicts(record, sweep.get("targets") or {}),
         ]
+    groups: dict[str, list[str]] = {}
+    for run in expand(sweep["runs"]):
+        groups.setdefault(run["group"], []).append(run["name"])
+    if any(len(names) > 1 for names in groups.values()):
+        lines += ["", "Each setting over its rows (seeds):", "", md_table(*comparison.group_table(groups))]
     lines += [
         "",
         md_table(*comparison.table()),
@@ -219,15 +226,18 @@ def main(argv: list[str] | None = None) -> int:
         sweep = sweep | sweep.get("dev", {}) | {"name": sweep["name"] + "-dev"}
     out = ROOT / sweep["out"]
     start = time.perf_counter()
-    teacher_dir = teacher(sweep["teacher"])
-    entries = [resolve(path, name, baseline=True) for name, path in baselines(sweep, teacher_dir, out).items()]
+    teacher_dir = teacher(sweep["teacher"]) if sweep.get("teacher") else None  # None: the recipes name the model
+    models = [] if teacher_dir is None else [f"model={teacher_dir}"]
+    bases = {} if teacher_dir is None else baselines(sweep, teacher_dir, out)
+    bases |= {name: ROOT / path for name, path in (sweep.get("baselines") or {}).items()}  # named runs/artifacts
+    entries = [resolve(path, name, baseline=True) for name, path in bases.items()]
     for run in expand(sweep["runs"]):
         run_dir = out / run["name"]
         if args.only is None or run["name"] in args.only:
-            overrides = [f"model={teacher_dir}", *sweep.get("set", []), *run.get("set", [])]
+            overrides = [*models, *sweep.get("set", []), *run.get("set", [])]
             run_pipeline(ROOT / run["recipe"], run_dir, resume=True, overrides=overrides, quiet=args.quiet)
         if (run_dir / "run.json").is_file():
-            entries.append(resolve(run_dir, run["name"]))
+            entries.append(resolve(run_dir, run["name"], baseline=bool(run.get("baseline"))))
     settings = dict(sweep["compare"])
     data = DataFiles(build_strict(DataSpec, {"eval": str(ROOT / settings.pop("data"))}, "compare data"))
     comparison = compare(entries, build_strict(BenchmarkConfig, settings, "compare"), data=data.eval())

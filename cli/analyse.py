@@ -8,7 +8,7 @@ from compressor.stages.context import DataSpec
 
 DATA = Fields(
     DataSpec,
-    include=("train", "text_column", "text_pair_column", "label_column"),
+    include=("train", "text_column", "text_pair_column", "label_column", "task"),
     help=(
         ("train", "Labelled data to score on (csv, tsv, jsonl, parquet or a datasets dir; not needed by magnitude)."),
     ),

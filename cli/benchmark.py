@@ -1,4 +1,5 @@
-"""`compressor benchmark`: artifacts side by side — latency, throughput, size, accuracy — in one process."""
+"""`compressor benchmark`: artifacts side by side — latency, throughput, size, accuracy (regression: Pearson,
+Spearman, MSE) — in one process."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from cli._options import QuietOpt, config_options, labelled_data
 from compressor.stages.context import DataSpec
 from exporters.measure import BenchmarkConfig
 
-DATA = labelled_data("Labelled data: accuracy, and real sentences as inputs.")
+DATA = labelled_data("Labelled data: accuracy (regression: Pearson, Spearman, MSE), and real sentences as inputs.")
 
 
 @config_options(config=BenchmarkConfig, data=DATA)
@@ -36,10 +37,12 @@ def command(
     from compressor.errors import ConfigError
     from compressor.stages.context import DataFiles
     from exporters.measure import benchmark, plot
+    from exporters.runtime import artifact_task
 
     if plot_path is not None and data.eval is None:
         raise ConfigError("--plot shows accuracy against latency: pass --data with labelled examples")
-    report = benchmark(artifacts, config, data=DataFiles(data).eval())
+    task = artifact_task(artifacts[0]) if artifacts else None  # a regression artifact reads the labels as scores
+    report = benchmark(artifacts, config, data=DataFiles(data).eval(task=task))
     if json_path is not None and str(json_path) == "-":
         import json
 
@@ -65,18 +68,25 @@ def print_table(report: Any) -> None:
     )
     table = Table(title=title, title_justify="left")
     table.add_column("artifact", no_wrap=True)
-    for col in ("accuracy", "p50", "p90", "p99", "ex/s", "MB", "speed-up", "smaller"):
+    regression = report.task == "regression"  # Pearson, Spearman and MSE against the labels instead of accuracy
+    quality = ("pearson", "spearman", "mse") if regression else ("accuracy",)
+    for col in (*quality, "p50", "p90", "p99", "ex/s", "MB", "speed-up", "smaller"):
         table.add_column(col, justify="right", no_wrap=True)
     has_real = any(r.real is not None for r in report.results)
     if has_real:
         table.add_column("p50 real", justify="right", no_wrap=True)
     for r in report.results:
-        acc = "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%"
-        if r.accuracy_delta is not None and r is not report.results[0]:
-            acc += f" ({r.accuracy_delta:+.2f})"
+        if regression:
+            cells = ["-"] * 3 if r.regression is None else [f"{r.regression[k]:.4f}" for k in quality]
+            if r.score_delta is not None and r is not report.results[0]:
+                cells[0] += f" ({r.score_delta / 100:+.4f})"
+        else:
+            cells = ["-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%"]
+            if r.accuracy_delta is not None and r is not report.results[0]:
+                cells[0] += f" ({r.accuracy_delta:+.2f})"
         row = [
             r.name,
-            acc,
+            *cells,
             f"{r.fixed.p50:.2f}",
             f"{r.fixed.p90:.2f}",
             f"{r.fixed.p99:.2f}",

@@ -48,6 +48,7 @@ def command(
     from compressor.stages.compare import compare, parse_item, resolve, write_outputs
     from compressor.stages.context import DataFiles
     from compressor.stages.render import text_table
+    from exporters.runtime import artifact_task
 
     if plot is not None and data.eval is None:
         from compressor.errors import ConfigError
@@ -55,7 +56,8 @@ def command(
         raise ConfigError("--plot shows accuracy against latency: pass --data with labelled examples")
     entries = [resolve(path, name, baseline=True) for name, path in map(parse_item, baseline or [])]
     entries += [resolve(path, name) for name, path in map(parse_item, items)]
-    comparison = compare(entries, config, data=DataFiles(data).eval())
+    task = artifact_task(entries[0].artifact) if entries else None  # a regression artifact reads labels as scores
+    comparison = compare(entries, config, data=DataFiles(data).eval(task=task))
     write_outputs(comparison, json_path=json_path, markdown=markdown, plot=plot)
     typer.echo(text_table(*comparison.table()))
     for label, path in (("json", json_path), ("markdown", markdown), ("plot", plot)):

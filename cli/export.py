@@ -8,7 +8,7 @@ from exporters.onnx.config import ExportConfig
 
 DATA = Fields(
     DataSpec,
-    include=("eval", "text_column", "text_pair_column", "label_column"),
+    include=("eval", "text_column", "text_pair_column", "label_column", "task"),
     help=(("eval", "Labelled data for the int8 gate and the accuracy in the manifest (a sample is used)."),),
 )
 

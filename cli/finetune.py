@@ -13,7 +13,7 @@ from compressor.train.config import TrainConfig
 
 DATA = Fields(
     DataSpec,
-    include=("train", "eval", "text_column", "text_pair_column", "label_column", "max_train_samples", "seed"),
+    include=("train", "eval", "text_column", "text_pair_column", "label_column", "task", "max_train_samples", "seed"),
     required=("train",),
 )
 

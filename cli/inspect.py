@@ -69,7 +69,10 @@ def _print_artifact(info: dict[str, Any]) -> None:
     console.print(
         f"integrity: {'[green]ok[/green]' if integrity == 'ok' else '[red]' + integrity + '[/red]'}", highlight=False
     )
-    for key in ("source", "stages", "opset", "max_length", "params", "quantization", "fusion", "accuracy", "latency"):
+    keys = ("source", "stages", "opset", "max_length", "params", "quantization", "fusion", "accuracy", "latency")
+    for key in keys:
+        if key == "accuracy" and info.get("regression"):  # a regression artifact: pearson, spearman, mse instead
+            key = "regression"
         console.print(f"{key}: {_kv(info.get(key))}", highlight=False, markup=False)
     files = Table(title=f"files ({info['total_bytes'] / 1e6:.2f} MB)", title_justify="left")
     files.add_column("file")
@@ -115,6 +118,8 @@ def _print_finetune(info: dict[str, Any]) -> None:
         lines.append(f"options: {_kv(info['options'])}")
     if info.get("accuracy") is not None:
         lines.append(f"validation accuracy: {100 * info['accuracy']:.2f} %")
+    elif info.get("pearson") is not None:
+        lines.append(f"validation pearson: {info['pearson']:.4f}")
     if info.get("trainable") and info.get("total"):
         share = 100 * info["trainable"] / info["total"]
         lines.append(f"trained: {info['trainable']:,} of {info['total']:,} parameters ({share:.3f} %)")

@@ -1,4 +1,5 @@
-"""`compressor predict`: classify text with an artifact. Imports only the runtime: no torch, fast start."""
+"""`compressor predict`: classify text with an artifact (or score it, with a regression artifact). Imports only the
+runtime: no torch, fast start."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per ONNX Runtime call.")] = 32,
     quiet: QuietOpt = False,
 ) -> None:
-    """Print one JSON line {"label": …, "score": …} per input text (arguments, --file lines, or stdin lines).
+    """Print one JSON line {"label": …, "score": …} per input text (arguments, --file lines, or stdin lines); for
+    a regression artifact {"score": …}, the predicted value.
 
     Example: compressor predict runs/artifact "a gripping, beautifully shot film"
     """
@@ -58,6 +60,8 @@ def command(
 def _json_line(result: dict) -> str:
     import json
 
+    if "label" not in result:  # a regression artifact: the score is the prediction
+        return json.dumps({"score": round(result["score"], 6)})
     return json.dumps({"label": result["label"], "score": round(result["score"], 6)}, ensure_ascii=False)
 
 

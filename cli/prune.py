@@ -8,7 +8,7 @@ from compressor.stages.context import DataSpec
 
 DATA = Fields(
     DataSpec,
-    include=("train", "eval", "text_column", "text_pair_column", "label_column"),
+    include=("train", "eval", "text_column", "text_pair_column", "label_column", "task"),
     help=(
         ("train", "Training data: recovery, re-scoring between rounds, and `--vocab train`."),
         ("eval", "Validation data: accuracy after pruning."),

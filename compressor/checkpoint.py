@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 BUNDLED = ("minilm",)  # names that resolve to a checkpoint shipped by an installed package
 STRUCTURE_KEY = "compressor_structure"
+ADAPTER_KEY = "compressor_adapter"  # = compressor.arch.adapters.ADAPTER_KEY (that module imports torch)
 WEIGHTS_NAME = "model.safetensors"
 PICKLE_NAMES = ("pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt", "model.ckpt")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")  # `name` or `owner/name`
@@ -149,7 +150,8 @@ def load_model(
     `compressor_structure` in its config.json: its shapes are rebuilt from it before the weights load.
 
     Args:
-        num_labels: classifier size when the checkpoint has no classifier yet (a base encoder).
+        num_labels: classifier size when the checkpoint has no classifier yet (a base encoder); 1 makes a
+            regression head (`problem_type` "regression", one output).
         id2label: label names to store in the config with a fresh classifier.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -178,15 +180,22 @@ def load_model(
         if id2label is not None:
             config.id2label = {int(k): v for k, v in id2label.items()}
             config.label2id = {v: int(k) for k, v in id2label.items()}
+    if config.num_labels == 1 and config.problem_type is None:
+        config.problem_type = "regression"  # what HF trains a one-output head as (MSE); recorded for later stages
     structure = raw.get(STRUCTURE_KEY)
+    adapter = raw.get(ADAPTER_KEY)  # a bottleneck adapter kept by merging (AdaMix with adapter experts)
     from safetensors import SafetensorError
 
     try:
-        if structure:
+        if structure or adapter:
+            from compressor.arch.adapters import insert_adapters_
             from compressor.arch.surgery import build_shapes_
 
             model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attn_implementation)
-            build_shapes_(model, structure)
+            if structure:
+                build_shapes_(model, structure)
+            if adapter:
+                insert_adapters_(model, adapter)
             _load_state(model, weights)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
@@ -269,12 +278,16 @@ def _load_state(model: nn.Module, weights: Path) -> None:
 
 
 def save_model(model: nn.Module, tokenizer: Any, out_dir: Path) -> None:
-    """Write `model.safetensors`, `config.json` (with `compressor_structure` if pruned) and tokenizer files."""
+    """Write `model.safetensors`, `config.json` (with `compressor_structure` if pruned, `compressor_adapter` if it
+    keeps FFN adapters) and tokenizer files."""
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out_dir / WEIGHTS_NAME), metadata={"format": "pt"})
+    from compressor.arch.adapters import sync_record_
+
+    sync_record_(model)  # `compressor_adapter`: the adapters load_model must rebuild
     model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(out_dir)
     if tokenizer is not None:

@@ -3,7 +3,8 @@
 csv, tsv and jsonl are read with the standard library only, so the edge install (numpy, onnxruntime, tokenizers,
 typer, rich) can score them; parquet needs pyarrow and `save_to_disk` directories need `datasets`, both imported
 only when such a file is read. Rows are kept as plain lists: `texts`, optional `text_pairs`, integer `labels` and the
-label map. Bad input raises a one-line `DataError` naming the file, the line (or row) and the fix.
+label map (or, for a regression task, float `labels`: see compressor/task.py for how the task is recognised). Bad
+input raises a one-line `DataError` naming the file, the line (or row) and the fix.
 
 Formats:
     tsv: GLUE-style, tab-separated, no quoting (sentences contain quotes), so a tab cannot appear inside a text.
@@ -14,6 +15,7 @@ Formats:
     header; blank lines are skipped. Texts must be strings; numbers (jsonl, parquet) are converted with `str()`
     (3 → "3", 0.5 → "0.5"), as the pandas reader did; null, booleans, lists and objects are errors. Labels may be
     strings or numbers (1.0 is the label "1"); null, empty, boolean and non-finite labels are errors.
+    Regression labels are numbers, or strings that spell one ("3.8", "-1e-2"); anything else is an error.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from compressor.errors import ConfigError, DataError
+from compressor.task import CLASSIFICATION, REGRESSION, REGRESSION_LABELS, TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ TEXT_CANDIDATES = ("text", "sentence", "sentence1", "content", "review")
 EMPTY_LABELS = ("", "nan", "None")  # how pandas spelled a missing value; kept so old files fail the same way
 _INT = re.compile(r"-?[0-9]+")  # ASCII only: str.isdigit() accepts "²", which int() rejects
 _NATURAL = re.compile(r"[0-9]+")
+_NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")  # no nan, inf or 1_000
 
 
 class _Missing:
@@ -53,19 +57,25 @@ MISSING: Any = _Missing()
 
 @dataclass
 class LabelledData:
-    """A labelled dataset: `texts`, [`text_pairs`], `labels` (int ids into `id2label`; -1 when unlabelled)."""
+    """A labelled dataset: `texts`, [`text_pairs`], `labels` (int ids into `id2label`; -1 when unlabelled; the
+    float scores themselves when `task` is regression, with the one-output label map)."""
 
     texts: list[str]
-    labels: list[int]
+    labels: list[int] | list[float]
     id2label: dict[int, str]
     path: Path
     text_pairs: list[str] | None = None
     columns: dict[str, str | None] = field(default_factory=dict)
+    task: str = CLASSIFICATION
     _dataset: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_labels(self) -> int:
         return len(self.id2label)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == REGRESSION
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -73,7 +83,7 @@ class LabelledData:
     def _take(self, indices: Sequence[int]) -> LabelledData:
         pairs = None if self.text_pairs is None else [self.text_pairs[i] for i in indices]
         texts, labels = [self.texts[i] for i in indices], [self.labels[i] for i in indices]
-        return LabelledData(texts, labels, self.id2label, self.path, pairs, self.columns)
+        return LabelledData(texts, labels, self.id2label, self.path, pairs, self.columns, self.task)
 
     def head(self, n: int | None) -> LabelledData:
         """The first `n` rows (all when `n` is None or larger)."""
@@ -95,7 +105,8 @@ class LabelledData:
         return self._take([int(i) for i in order])
 
     def to_dataset(self) -> Any:
-        """A `datasets.Dataset` with the columns `text`, [`text_pair`], `label` (int64); needs `datasets`."""
+        """A `datasets.Dataset` with the columns `text`, [`text_pair`], `label` (int64; float32 for regression);
+        needs `datasets`."""
         try:
             import datasets
         except ImportError:
@@ -108,7 +119,7 @@ class LabelledData:
             columns["text_pair"] = self.text_pairs
             features["text_pair"] = datasets.Value("string")
         columns["label"] = self.labels
-        features["label"] = datasets.Value("int64")
+        features["label"] = datasets.Value("float32" if self.is_regression else "int64")
         return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
     @property
@@ -413,18 +424,23 @@ def load_data(
     id2label: dict[int, str] | None = None,
     require_labels: bool = True,
     max_rows: int | None = None,
+    task: str = "auto",
 ) -> LabelledData:
-    """Load a labelled file and map its labels to ids.
+    """Load a labelled file and map its labels to ids (classification) or read them as scores (regression).
 
     Args:
         text_column: column holding the text; default: the first of text, sentence, sentence1, content, review.
         id2label: an existing label map (from training data or the checkpoint); labels outside it are an error.
         require_labels: False for unlabelled text (all labels become -1).
         max_rows: keep at most this many rows (the whole file is still checked; for quick runs).
+        task: `regression` reads the labels as float scores; `classification` as classes; `auto` decides from
+            the labels (numbers, not all whole: regression) unless `id2label` is a classifier's map.
     """
     path = Path(path)
     if max_rows is not None and max_rows < 1:
         raise ConfigError(f"data file `{path}`: max_rows must be at least 1 or None, not {max_rows}")
+    if task not in TASKS:
+        raise ConfigError(f"`task` must be one of {', '.join(TASKS)}; got {task!r}")
     if not path.exists():
         raise DataError(f"data file `{path}` not found; pass a csv, tsv, jsonl or parquet file or a dataset directory")
     table = _read_table(path)
@@ -452,15 +468,68 @@ def load_data(
         table = table.head(max_rows)
     texts = _texts(table, text_column, path, "--text-column")
     pairs = None if text_pair_column is None else _texts(table, text_pair_column, path, "--text-pair-column")
-    if require_labels:
-        keys = [_check_label(v, path, label_column, table, i) for i, v in enumerate(table.columns[label_column])]
-        id2label, ids = _map_labels(keys, id2label, path, label_column)
-    else:
-        ids = [-1] * len(texts)
-        id2label = id2label or {}
-    logger.info("loaded %d rows from %s (%d labels)", len(texts), path, len(id2label))
     cols = {"text": text_column, "text_pair": text_pair_column, "label": label_column if require_labels else None}
+    if not require_labels:
+        return LabelledData(texts, [-1] * len(texts), id2label or {}, path, pairs, cols)
+    values = table.columns[label_column]
+    if task == REGRESSION or (task == "auto" and _continuous(values)):
+        if id2label is not None and len(id2label) != 1:
+            raise _regression_for_classifier(path, label_column, table, values, id2label)
+        scores = [_check_score(v, path, label_column, table, i) for i, v in enumerate(values)]
+        logger.info("loaded %d rows from %s (regression scores)", len(texts), path)
+        return LabelledData(texts, scores, dict(REGRESSION_LABELS), path, pairs, cols, REGRESSION)
+    keys = [_check_label(v, path, label_column, table, i) for i, v in enumerate(values)]
+    id2label, ids = _map_labels(keys, id2label, path, label_column)
+    logger.info("loaded %d rows from %s (%d labels)", len(texts), path, len(id2label))
     return LabelledData(texts, ids, id2label, path, pairs, cols)
+
+
+def _number(value: Any) -> float | None:
+    """A label as a finite float when it is a number or spells one ("3.8"), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        number = float(value.strip())
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _continuous(values: list[Any]) -> bool:
+    """Every label is a number and at least one is not a whole number: scores, not classes."""
+    numbers = [_number(v) for v in values]
+    return all(n is not None for n in numbers) and any(not n.is_integer() for n in numbers)  # type: ignore[union-attr]
+
+
+def _check_score(value: Any, path: Path, column: str, table: _Table, i: int) -> float:
+    """A regression label as a float; anything that is not a finite number is an error naming its row."""
+    if value is MISSING:
+        raise DataError(
+            f"data file `{path}` line {table.lines[i]} has no key `{_show(column)}` (the label column); add it or "
+            "remove the line, or pass --label-column"
+        )
+    number = _number(value)
+    if number is None:
+        shown = "an empty label" if value is None or str(value).strip() in EMPTY_LABELS else f"`{_show(value)}`"
+        raise DataError(
+            f"data file `{path}`: column `{_show(column)}` has {shown} in {table.where(i)}, not a number; a "
+            "regression task needs a numeric score in every row"
+        )
+    return number
+
+
+def _regression_for_classifier(
+    path: Path, column: str, table: _Table, values: list[Any], id2label: dict[int, str]
+) -> DataError:
+    i = next((i for i, v in enumerate(values) if (n := _number(v)) is not None and not n.is_integer()), 0)
+    return DataError(
+        f"data file `{path}`: column `{_show(column)}` holds scores ({_show(values[i])} in {table.where(i)}), "
+        f"regression data, but the model classifies into {len(id2label)} labels "
+        f"({_names([str(v) for v in id2label.values()][:5])}); start from a base encoder or a regression "
+        "checkpoint (one output), or use class labels"
+    )
 
 
 def _label_key(value: Any) -> str:
@@ -524,8 +593,15 @@ def _map_labels(
 
 
 def check_trainable(data: LabelledData) -> None:
-    """Training needs at least two classes."""
+    """Training needs at least two classes (or, for regression, two different scores)."""
     present = set(data.labels)
+    if data.is_regression:
+        if len(present) < 2:
+            raise DataError(
+                f"data file `{data.path}` has the same score in every row ({next(iter(present), '?')}); "
+                "a regression needs examples with different scores"
+            )
+        return
     if len(present) < 2:
         raise DataError(
             f"data file `{data.path}` has a single class ({data.id2label.get(next(iter(present)), '?')}); "
@@ -534,7 +610,19 @@ def check_trainable(data: LabelledData) -> None:
 
 
 def check_matches_model(data: LabelledData, model_num_labels: int, model_path: str) -> None:
-    """The checkpoint's classifier must have as many outputs as the data has labels."""
+    """The checkpoint's classifier must have as many outputs as the data has labels; regression data needs a
+    one-output (regression) head, and a one-output head needs regression data."""
+    if data.is_regression and model_num_labels != 1:
+        raise DataError(
+            f"data file `{data.path}` has regression scores but the checkpoint `{model_path}` classifies into "
+            f"{model_num_labels} labels; start from a base encoder or a regression checkpoint (one output)"
+        )
+    if not data.is_regression and model_num_labels == 1:
+        raise DataError(
+            f"data file `{data.path}` has class labels ({_names(list(data.id2label.values())[:5])}) but the "
+            f"checkpoint `{model_path}` is a regression model (one output); give numeric scores, with --task "
+            "regression when they are whole numbers"
+        )
     if data.num_labels != model_num_labels:
         raise DataError(
             f"data file `{data.path}` has {data.num_labels} labels but the checkpoint `{model_path}` classifies "

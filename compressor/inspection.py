@@ -90,7 +90,9 @@ def inspect_artifact(path: Path) -> dict[str, Any]:
         "ops": ops,
         "quantization": manifest.get("quantization"),
         "fusion": manifest.get("fusion"),
+        "task": manifest.get("task"),
         "accuracy": manifest.get("accuracy"),
+        "regression": manifest.get("regression"),
         "latency": manifest.get("latency"),
         "layers": _artifact_layers(manifest.get("structure")),
     }
@@ -200,6 +202,7 @@ def inspect_finetune(path: Path) -> dict[str, Any]:
         "options": method.get("fields"),
         "base": base.get("model"),
         "accuracy": metrics.get("eval_accuracy"),
+        "pearson": metrics.get("eval_pearson"),  # a regression's validation score
         "trainable": metrics.get("trainable_parameters"),
         "total": metrics.get("total_parameters"),
         "stored_file": stored.name,

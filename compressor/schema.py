@@ -27,6 +27,21 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     }
 
 
+HASH_IF_SET = "hash_if_set"  # field metadata: leave the field out of stage hashes while it holds its default
+
+
+def hash_record(cfg: Any) -> dict[str, Any]:
+    """`config_to_dict(cfg)` for a stage's hash, without the fields marked `hash_if_set` that hold their default: a
+    setting added after runs were recorded leaves their hashes, and so `--resume`, alone until a run uses it."""
+    out = config_to_dict(cfg)
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get(HASH_IF_SET):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            if getattr(cfg, f.name) == default:
+                out["fields"].pop(f.name)
+    return out
+
+
 def config_from_dict(cls: type[C], data: dict[str, Any], *, source: str = "config") -> C:
     """Rebuild (and so re-validate) a config saved by `config_to_dict`."""
     if not isinstance(data, dict) or "fields" not in data:

@@ -1,4 +1,5 @@
-"""Benchmark artifacts side by side: latency (p50/p90/p99), throughput, size and accuracy, in one process.
+"""Benchmark artifacts side by side: latency (p50/p90/p99), throughput, size and accuracy (for regression
+artifacts: Pearson, Spearman and MSE), in one process.
 
 Fair comparison on a shared CPU: every artifact is loaded first, then runs are interleaved (one run of each
 artifact per round, the order rotating each round) so drifts in clock speed or background load hit all alike.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from compressor.errors import ConfigError, DataError
+from compressor.task import METRIC, REGRESSION, regression_metrics
 
 if TYPE_CHECKING:
     from compressor.data import LabelledData
@@ -103,14 +105,18 @@ class ArtifactResult:
     model_bytes: int
     fixed: Latency
     real: Latency | None = None
-    accuracy: float | None = None
+    accuracy: float | None = None  # classification only
     eval_rows: int | None = None
+    regression: dict[str, float] | None = None  # regression only: pearson, spearman, mse
+    metric: str = "accuracy"  # the headline metric: accuracy, or pearson for regression
+    score: float | None = None  # its value (accuracy, or Pearson's r)
     quantization: Any = None
     profile: dict[str, dict[str, float]] | None = None  # op type → ms per run and share of the run (--profile)
     # ratios against the first artifact
     speedup_p50: float = 1.0  # first.p50 / this.p50
     size_ratio: float = 1.0  # first.size / this.size (times smaller)
     accuracy_delta: float | None = None  # this - first, in points
+    score_delta: float | None = None  # this - first, in points (× 100) of the headline metric
 
 
 @dataclass
@@ -119,6 +125,7 @@ class BenchmarkReport:
     machine: dict[str, Any]
     results: list[ArtifactResult]
     data: str | None = None
+    task: str = "classification"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +133,7 @@ class BenchmarkReport:
             "config": asdict(self.config),
             "machine": self.machine,
             "data": self.data,
+            "task": self.task,
             "results": [asdict(r) for r in self.results],
         }
 
@@ -187,6 +195,17 @@ def benchmark(
     if names is not None and len(names) != len(artifacts):
         raise ConfigError(f"got {len(names)} names for {len(artifacts)} artifacts")
     names = names or _names([Path(a) for a in artifacts])
+    task = runtimes[0].task
+    other = next((n for n, rt in zip(names, runtimes, strict=True) if rt.task != task), None)
+    if other is not None:
+        raise ConfigError(
+            f"`{names[0]}` is a {task} artifact but `{other}` is not; benchmark artifacts of one task together"
+        )
+    if data is not None and getattr(data, "is_regression", False) != (task == REGRESSION):
+        kind = "regression scores" if getattr(data, "is_regression", False) else "class labels"
+        raise DataError(
+            f"data file `{data.path}` has {kind} but the artifacts are {task} models; pass data of their task"
+        )
     texts = data.texts[:1000] if data is not None else [FILLER]
     pairs = data.text_pairs[:1000] if data is not None and data.text_pairs else None
 
@@ -205,14 +224,16 @@ def benchmark(
         real = [Latency.from_times(t, config.batch, "real", tok) for t, tok in zip(times, tokens, strict=True)]
 
     accuracy: list[float | None] = [None] * len(runtimes)
+    regression: list[dict[str, float] | None] = [None] * len(runtimes)
     eval_rows = None
     if data is not None:
         eval_data = data.head(config.eval_rows)
         eval_rows = len(eval_data)
-        accuracy = [
-            evaluate(rt, eval_data, batch_size=config.eval_batch_size, name=n)
-            for rt, n in zip(runtimes, names, strict=True)
-        ]
+        for i, (rt, n) in enumerate(zip(runtimes, names, strict=True)):
+            if task == REGRESSION:
+                regression[i] = evaluate_scores(rt, eval_data, batch_size=config.eval_batch_size, name=n)
+            else:
+                accuracy[i] = evaluate(rt, eval_data, batch_size=config.eval_batch_size, name=n)
 
     profiles: list[dict[str, dict[str, float]] | None] = [None] * len(runtimes)
     if config.profile:
@@ -230,10 +251,15 @@ def benchmark(
             real=rl,
             accuracy=acc,
             eval_rows=eval_rows,
+            regression=reg,
+            metric=METRIC[task],
+            score=acc if reg is None else reg["pearson"],
             quantization=(rt.manifest or {}).get("quantization"),
             profile=prof,
         )
-        for name, rt, fx, rl, acc, prof in zip(names, runtimes, fixed, real, accuracy, profiles, strict=True)
+        for name, rt, fx, rl, acc, reg, prof in zip(
+            names, runtimes, fixed, real, accuracy, regression, profiles, strict=True
+        )
     ]
     first = results[0]
     for r in results:
@@ -241,8 +267,12 @@ def benchmark(
         r.size_ratio = first.model_bytes / r.model_bytes
         if r.accuracy is not None and first.accuracy is not None:
             r.accuracy_delta = 100.0 * (r.accuracy - first.accuracy)
+        if r.score is not None and first.score is not None:
+            r.score_delta = 100.0 * (r.score - first.score)
     data_path = None if data is None else str(data.path)
-    return BenchmarkReport(config=config, machine=machine_info(config.threads), results=results, data=data_path)
+    return BenchmarkReport(
+        config=config, machine=machine_info(config.threads), results=results, data=data_path, task=task
+    )
 
 
 def profile_ops(
@@ -321,6 +351,21 @@ def evaluate(runtime: Runtime, data: LabelledData, *, batch_size: int = 1, name:
     return correct / max(len(texts), 1)
 
 
+def evaluate_scores(runtime: Runtime, data: LabelledData, *, batch_size: int = 1, name: str = "") -> dict[str, float]:
+    """Pearson, Spearman and MSE of a regression artifact's scores against the data's, streamed in batches."""
+    from tqdm.auto import tqdm
+
+    texts, pairs = data.texts, data.text_pairs
+    scores: list[float] = []
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(
+        starts, desc=f"scores {name}".strip(), disable=not logger.isEnabledFor(logging.INFO), leave=False
+    ):
+        end = start + batch_size
+        scores += runtime.logits(texts[start:end], None if pairs is None else pairs[start:end])[:, 0].tolist()
+    return regression_metrics(scores, data.labels)
+
+
 def label_mapping(data_id2label: dict[int, str], model_id2label: dict[int, str], where: str) -> dict[int, int]:
     """Map the data's label ids to the model's: by name when the model knows every name, else by integer id."""
     by_name = {name: i for i, name in model_id2label.items()}
@@ -387,22 +432,23 @@ def _interleaved(
 
 
 def plot(report: BenchmarkReport, path: Path) -> None:
-    """Accuracy vs p50 latency, one labelled point per artifact, as a PNG."""
+    """Accuracy (regression: Pearson's r) vs p50 latency, one labelled point per artifact, as a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    if any(r.accuracy is None for r in report.results):
+    if any(r.score is None for r in report.results):
         raise ConfigError("the plot shows accuracy against latency: benchmark with labelled data (--data)")
+    metric = report.results[0].metric
     fig = Figure(figsize=(6.4, 4.8), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for r in report.results:
-        ax.scatter(r.fixed.p50, 100 * r.accuracy, s=36)
-        ax.annotate(r.name, (r.fixed.p50, 100 * r.accuracy), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.scatter(r.fixed.p50, 100 * r.score, s=36)
+        ax.annotate(r.name, (r.fixed.p50, 100 * r.score), textcoords="offset points", xytext=(5, 4), fontsize=8)
     cfg = report.config
     ax.set_xlabel(f"p50 latency (ms), batch {cfg.batch}, seq {cfg.seq_len}, {cfg.threads} threads")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"accuracy vs latency ({report.machine.get('cpu', 'cpu')})", fontsize=9)
+    ax.set_ylabel("accuracy (%)" if metric == "accuracy" else f"{metric} × 100")
+    ax.set_title(f"{metric} vs latency ({report.machine.get('cpu', 'cpu')})", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.set_xlim(0, 1.2 * max(r.fixed.p50 for r in report.results))  # room for the labels on the right
     fig.tight_layout()

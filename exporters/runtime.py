@@ -1,8 +1,8 @@
 """Edge inference: an ONNX Runtime session plus the artifact's tokenizer. Never imports torch or transformers.
 
-Imports only onnxruntime, tokenizers, numpy, the standard library, `exporters.manifest`, `compressor.errors` and
-`compressor.fs` (all pure Python; `compressor/__init__.py` is lazy), so `compressor predict` starts fast and
-installs small.
+Imports only onnxruntime, tokenizers, numpy, the standard library, `exporters.manifest`, `compressor.errors`,
+`compressor.task` and `compressor.fs` (all pure Python; `compressor/__init__.py` is lazy), so `compressor predict`
+starts fast and installs small.
 
 An artifact is untrusted input. Loading one:
 1. `verify_artifact` checks `compressor.json` and every file it lists (present, inside the artifact, same size and
@@ -21,6 +21,9 @@ An artifact is untrusted input. Loading one:
    all graph optimisations. Its inputs and output must fit the runtime and config.json (`check_graph`): inputs
    among input_ids/attention_mask/token_type_ids (the first two required, and as recorded in the manifest),
    logits of shape (batch, labels); a symbolic label width is checked on every output instead.
+
+A regression artifact (config.json with `problem_type: regression`, or one label: compressor/task.py) has one
+output per text: `predict` returns its score as is (`{"score": 3.71}`), with no label and no softmax.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from compressor.errors import ArtifactError, ConfigError
+from compressor.task import CLASSIFICATION, REGRESSION, config_task
 from exporters.manifest import (
     MANIFEST_NAME,
     MODEL_NAME,
@@ -97,6 +101,7 @@ class ArtifactConfig:
     tokenizer: Tokenizer
     vocab_size: int | None = None
     type_vocab_size: int | None = None
+    task: str = CLASSIFICATION
 
     @property
     def num_labels(self) -> int:
@@ -134,6 +139,7 @@ class Runtime:
         self.config = settings.config
         self.id2label = settings.id2label
         self.num_labels = settings.num_labels
+        self.task = settings.task  # "regression": one output, returned as a score
         self.tokenizer = settings.tokenizer
         self.pad_id = settings.pad_id
         self.max_positions = settings.max_positions
@@ -193,11 +199,13 @@ class Runtime:
             ids[row, :n] = enc.ids
             mask[row, :n] = enc.attention_mask
             types[row, :n] = enc.type_ids
+        # only the inputs the graph takes (the manifest's): DistilBERT and one-type RoBERTa take no token_type_ids
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        feed = {name: feed[name] for name in self.input_names}
         # A tokenizer whose special tokens or type ids exceed the model's tables would fail deep inside ONNX
         # Runtime (an out-of-range Gather that blames model.onnx): name the tokenizer instead.
         for name, limit in self._id_limits.items():
-            if limit is not None and feed[name].size and int(feed[name].max()) >= limit:
+            if name in feed and limit is not None and feed[name].size and int(feed[name].max()) >= limit:
                 raise ArtifactError(
                     f"`{self.dir / TOKENIZER_NAME}` produced {name} up to {int(feed[name].max())} but "
                     f"`{self.dir / CONFIG_NAME}` allows fewer than {limit}; the tokenizer belongs to another model; "
@@ -235,7 +243,8 @@ class Runtime:
     def predict(
         self, texts: str | Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 32
     ) -> list[dict[str, Any]]:
-        """One `{"label", "score"}` per text: the arg-max label and its softmax probability."""
+        """One `{"label", "score"}` per text: the arg-max label and its softmax probability; for a regression
+        artifact one `{"score"}`: the model's output."""
         if batch_size < 1:
             raise ConfigError(f"`batch_size` must be a positive integer, got {batch_size!r}")
         texts = _as_list(texts)
@@ -245,6 +254,9 @@ class Runtime:
             logits = self.logits(texts[start : start + batch_size], chunk_pairs)
             if not np.isfinite(logits).all():  # NaN scores would print as `NaN`, which is not JSON
                 raise ArtifactError(f"`{self.model_path}` returned NaN or infinite logits; re-export the artifact")
+            if self.task == REGRESSION:
+                results += [{"score": float(value)} for value in logits[:, 0]]
+                continue
             probs = softmax(logits)
             best = probs.argmax(axis=-1)
             for row, label_id in enumerate(best):
@@ -271,9 +283,19 @@ def read_artifact_config(artifact_dir: Path, manifest: dict[str, Any] | None = N
         raise ArtifactError(f"artifact `{artifact_dir}` has no {CONFIG_NAME}; re-export it")
     config = read_json_object(config_path)
     id2label = _labels(config, config_path)
+    task = config_task(config)
+    if task == REGRESSION and len(id2label) != 1:
+        raise ArtifactError(
+            f"`{config_path}` has problem_type regression but {len(id2label)} labels; a regression model has one "
+            "output; re-export the artifact"
+        )
     vocab_size = _config_int(config, "vocab_size", config_path, None, minimum=1)
-    type_vocab_size = _config_int(config, "type_vocab_size", config_path, None, minimum=1)
+    # 0 is DeBERTa-v3's: no token-type table (and then no token_type_ids input)
+    type_vocab_size = _config_int(config, "type_vocab_size", config_path, None, minimum=0) or None
     max_positions = _config_int(config, "max_position_embeddings", config_path, DEFAULT_MAX_POSITIONS, minimum=2)
+    recorded = (manifest or {}).get("max_positions")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and 2 <= recorded < max_positions:
+        max_positions = recorded  # RoBERTa's position table holds padding_idx + 1 fewer tokens than its size
     tok_config_path = artifact_file(artifact_dir, TOKENIZER_CONFIG_NAME)
     tok_config = read_json_object(tok_config_path) if is_file(tok_config_path) else {}
     tokenizer = _load_tokenizer(artifact_dir, vocab_size, config_path)
@@ -288,7 +310,19 @@ def read_artifact_config(artifact_dir: Path, manifest: dict[str, Any] | None = N
         tokenizer=tokenizer,
         vocab_size=vocab_size,
         type_vocab_size=type_vocab_size,
+        task=task,
     )
+
+
+def artifact_task(path: str | Path) -> str | None:
+    """The task (`classification` or `regression`) an artifact's config.json records, before anything else loads:
+    what its labelled data must be read as. None when there is no config.json to read (loading says why)."""
+    path = Path(path)
+    base = path.parent if path.suffix == ".onnx" and not path.is_dir() else path
+    if not base.is_dir():
+        return None
+    config_path = artifact_file(base, CONFIG_NAME)
+    return config_task(read_json_object(config_path)) if is_file(config_path) else None
 
 
 def check_graph(

@@ -1,8 +1,10 @@
-"""The two modules a pruned BERT layer may need that transformers does not have.
+"""The modules a pruned encoder layer may need that transformers does not have.
 
 A layer that keeps no heads still has its attention residual: out = LayerNorm(x + b_o). A layer that keeps no
 FFN neurons likewise reduces to LayerNorm(x + b_out). A zero-width Linear would do the same on paper, but
-zero-size matmuls are fragile in ONNX exporters and runtimes, so these write the algebra out.
+zero-size matmuls are fragile in ONNX exporters and runtimes, so these write the algebra out. Which module stands
+in depends on where the family keeps the norm: inside the replaced block (BERT: `HeadlessAttention`,
+`EmptyIntermediate` + `BiasOnly`) or beside it in the layer (DistilBERT: `HeadlessSelfAttention`, `BiasOnly`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,23 @@ class HeadlessAttention(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, *args: object, **kwargs: object) -> tuple[torch.Tensor, None]:
         return self.LayerNorm(hidden_states + self.bias), None
+
+
+class HeadlessSelfAttention(nn.Module):
+    """Self-attention with every head removed, for a layer that adds the residual and normalises itself
+    (DistilBERT's TransformerBlock: sa_layer_norm(attention(x) + x)): returns b_o at every position."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+
+    def forward(self, *args: object, **kwargs: object) -> tuple[torch.Tensor, ...]:
+        # DistilBERT calls attention(query=x, key=x, value=x, mask=…, …) by keyword
+        hidden_states = args[0] if args else kwargs.get("query", kwargs.get("hidden_states"))
+        if not isinstance(hidden_states, torch.Tensor):
+            raise TypeError("HeadlessSelfAttention needs the hidden states as first argument or `query`")
+        out = self.bias.expand(*hidden_states.shape[:-1], self.bias.shape[0])  # (batch, seq, hidden)
+        return (out, None) if kwargs.get("output_attentions") else (out,)
 
 
 class EmptyIntermediate(nn.Module):

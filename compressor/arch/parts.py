@@ -9,18 +9,15 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from compressor.arch.table import ARCHS, ArchSpec
-from compressor.errors import ModelError
+from compressor.arch.modules import BiasOnly, EmptyIntermediate, HeadlessAttention, HeadlessSelfAttention
+from compressor.arch.table import ArchSpec, arch_for
 
 M = TypeVar("M", bound=nn.Module)
 
 
 def arch_of(model: nn.Module) -> ArchSpec:
     """The ArchSpec for a loaded model, from its `config.model_type`."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in ARCHS:
-        raise ModelError(f"model type `{model_type}` is not supported; supported: {', '.join(ARCHS.names())}")
-    return ARCHS.get(model_type)
+    return arch_for(getattr(getattr(model, "config", None), "model_type", None))
 
 
 def get_module(root: nn.Module, path: str) -> nn.Module:
@@ -37,13 +34,56 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def head_size(model: nn.Module) -> int:
-    """Width of one attention head (the source model's: width pruning leaves `config.hidden_size` as it was)."""
-    return model.config.hidden_size // model.config.num_attention_heads
+    """Width of one attention head (the source model's: width pruning leaves the config's hidden size as it was)."""
+    arch = arch_of(model)
+    return arch.hidden_size(model.config) // arch.num_heads(model.config)
+
+
+def stream_projection(model: nn.Module) -> nn.Module | None:
+    """The Linear that projects the embeddings into the residual stream, when the model has one (ELECTRA with
+    embedding_size ≠ hidden_size); then the embedding tables are not in the stream, the projection's outputs are."""
+    arch = arch_of(model)
+    if not arch.embeddings_project:
+        return None
+    try:
+        return get_module(model, arch.embeddings_project)
+    except AttributeError:
+        return None
 
 
 def hidden_width(model: nn.Module) -> int:
-    """The current width of the residual stream (smaller than `config.hidden_size` after width pruning)."""
+    """The current width of the residual stream (smaller than the config's hidden size after width pruning)."""
+    projection = stream_projection(model)
+    if projection is not None:
+        return int(projection.weight.shape[0])
     return int(get_module(model, arch_of(model).word_embeddings).weight.shape[1])
+
+
+def model_inputs(model: nn.Module) -> tuple[str, ...]:
+    """The inputs the model reads (no token_type_ids for DistilBERT, nor for a one-type RoBERTa): what batches keep."""
+    return arch_of(model).model_inputs(model.config)
+
+
+def max_tokens(model: nn.Module) -> int | None:
+    """The longest sequence the model's position table takes (RoBERTa: 2 fewer than max_position_embeddings)."""
+    return arch_of(model).max_tokens(model.config)
+
+
+def has_heads(block: nn.Module, arch: ArchSpec) -> bool:
+    """False for a layer whose heads were all removed (its attention replaced by a headless module)."""
+    return not isinstance(get_module(block, arch.attention), (HeadlessAttention, HeadlessSelfAttention))
+
+
+def has_ffn(block: nn.Module, arch: ArchSpec) -> bool:
+    """False for a layer whose FFN neurons were all removed."""
+    return not isinstance(get_module(block, arch.ffn_in.rpartition(".")[0]), (EmptyIntermediate, BiasOnly))
+
+
+def attention_heads(block: nn.Module, arch: ArchSpec) -> int:
+    """The head count a layer's attention computes with (0 for a headless layer)."""
+    if not has_heads(block, arch):
+        return 0
+    return int(getattr(get_module(block, arch.self_attention), arch.heads_attr))
 
 
 def encoder_linears(model: nn.Module, roles: list[str] | tuple[str, ...]) -> list[tuple[str, nn.Linear]]:

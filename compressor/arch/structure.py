@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+from compressor.arch.table import arch_for
 from compressor.errors import ModelError, PruneError
 
 if TYPE_CHECKING:  # torch only for annotations: reading a checkpoint's config needs no training stack
@@ -32,19 +33,15 @@ def ensure_structure(model: nn.Module) -> dict[str, Any]:
     structure = getattr(config, "compressor_structure", None)
     if structure:
         return structure
+    arch = arch_for(config.model_type)
+    layers, heads, width = arch.num_layers(config), arch.num_heads(config), arch.intermediate_size(config)
     structure = {
         "version": VERSION,
-        "source_layers": config.num_hidden_layers,
-        "source_heads": config.num_attention_heads,
-        "source_intermediate": config.intermediate_size,
+        "source_layers": layers,
+        "source_heads": heads,
+        "source_intermediate": width,
         "layers": [
-            {
-                "source": i,
-                "heads": list(range(config.num_attention_heads)),
-                "intermediate": config.intermediate_size,
-                "neurons": None,
-            }
-            for i in range(config.num_hidden_layers)
+            {"source": i, "heads": list(range(heads)), "intermediate": width, "neurons": None} for i in range(layers)
         ],
         "vocab": None,
         "hidden": None,
@@ -106,17 +103,17 @@ def validate(structure: Any, model: nn.Module) -> None:
         or not isinstance(structure.get("layers"), list)
     ):
         raise bad("is malformed or of an unknown version")
-    config = model.config
-    if structure.get("source_heads") != config.num_attention_heads or structure.get("source_intermediate") != (
-        config.intermediate_size
-    ):
+    arch = arch_for(model.config.model_type)
+    num_heads, ffn_size = arch.num_heads(model.config), arch.intermediate_size(model.config)
+    hidden_size = arch.hidden_size(model.config)
+    if structure.get("source_heads") != num_heads or structure.get("source_intermediate") != ffn_size:
         raise bad("does not match the model's head count or FFN size")
     if not structure["layers"]:
         raise bad("keeps no layer")
     for i, entry in enumerate(structure["layers"]):
         heads = entry.get("heads") if isinstance(entry, dict) else None
         width = entry.get("intermediate") if isinstance(entry, dict) else None
-        if not (_ids(heads, config.num_attention_heads) and _count(width, config.intermediate_size)):
+        if not (_ids(heads, num_heads) and _count(width, ffn_size)):
             raise bad(f"layer {i} is malformed (heads must be distinct head ids, intermediate a width)")
     vocab = structure.get("vocab")
     if vocab is not None and not (
@@ -126,8 +123,8 @@ def validate(structure: Any, model: nn.Module) -> None:
     hidden = structure.get("hidden")
     if hidden is not None and not (
         isinstance(hidden, dict)
-        and hidden.get("source") == config.hidden_size
-        and _ids(hidden.get("kept"), config.hidden_size)
+        and hidden.get("source") == hidden_size
+        and _ids(hidden.get("kept"), hidden_size)
         and hidden["kept"]
     ):
         raise bad("has a malformed `hidden` (it must list distinct kept dimensions of the source width)")

@@ -14,9 +14,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.arch.modules import BiasOnly, EmptyIntermediate, HeadlessAttention, RemappedEmbedding
-from compressor.arch.parts import arch_of, encoder_layers, get_module, head_size, hidden_width, set_module
+from compressor.arch.adapters import FfnAdapter
+from compressor.arch.modules import (
+    BiasOnly,
+    EmptyIntermediate,
+    HeadlessAttention,
+    HeadlessSelfAttention,
+    RemappedEmbedding,
+)
+from compressor.arch.parts import (
+    arch_of,
+    encoder_layers,
+    get_module,
+    head_size,
+    hidden_width,
+    set_module,
+    stream_projection,
+)
 from compressor.arch.structure import ensure_structure, is_pruned, validate
+from compressor.arch.table import ArchSpec
 from compressor.errors import ModelError, PruneError
 
 
@@ -58,24 +74,49 @@ def prune_heads_(model: nn.Module, layer: int, keep: Sequence[int]) -> None:
         return
     d = head_size(model)
     if not keep:
-        out = get_module(block, arch.attn_out)
-        norm = get_module(block, arch.attn_norm)
-        headless = HeadlessAttention(out.out_features, norm.eps).to(out.weight.device, out.weight.dtype)
-        with torch.no_grad():
-            headless.bias.copy_(out.bias)
-            headless.LayerNorm.load_state_dict(norm.state_dict())
-        set_module(block, arch.attention, headless)
+        set_module(block, arch.attention, _headless(block, arch))
         entry["heads"] = []
         return
-    # rows of q/k/v for head h are [h*d, (h+1)*d); the same columns of o
+    # rows of q/k/v (and of per-head projections such as DeBERTa's pos_key_proj) for head h are [h*d, (h+1)*d);
+    # the same columns of o
     index = torch.cat([torch.arange(h * d, (h + 1) * d) for h in keep]).to(get_module(block, arch.query).weight.device)
-    for path in (arch.query, arch.key, arch.value):
+    for path in (arch.query, arch.key, arch.value, *_present(block, arch.head_projections)):
         set_module(block, path, _select_linear(get_module(block, path), index, dim=0))
     set_module(block, arch.attn_out, _select_linear(get_module(block, arch.attn_out), index, dim=1))
+    # the attributes the family's forward reshapes with (BERT: num_attention_heads / all_head_size; DistilBERT:
+    # n_heads / dim, from which it derives dim_per_head = dim // n_heads = d)
     attn = get_module(block, arch.self_attention)
-    attn.num_attention_heads = len(keep)
-    attn.all_head_size = len(keep) * d
+    setattr(attn, arch.heads_attr, len(keep))
+    setattr(attn, arch.heads_width_attr, len(keep) * d)
     entry["heads"] = [current[i] for i in keep]
+
+
+def _headless(block: nn.Module, arch: ArchSpec) -> nn.Module:
+    """What stands in for `arch.attention` once every head is gone: LayerNorm(x + b_o) when the block holds the
+    norm, else b_o alone (the layer adds the residual and applies its own norm, which stays)."""
+    out = get_module(block, arch.attn_out)
+    if arch.attn_norm.startswith(arch.attention + "."):
+        norm = get_module(block, arch.attn_norm)
+        headless: nn.Module = HeadlessAttention(out.out_features, norm.eps)
+        headless.LayerNorm.load_state_dict(norm.state_dict())
+    else:
+        headless = HeadlessSelfAttention(out.out_features)
+    headless.to(out.weight.device, out.weight.dtype)
+    with torch.no_grad():
+        headless.bias.copy_(out.bias)
+    return headless
+
+
+def _present(block: nn.Module, paths: Sequence[str]) -> list[str]:
+    """The paths of `paths` this layer has (DeBERTa builds pos_key_proj only without share_att_key)."""
+    found = []
+    for path in paths:
+        try:
+            block.get_submodule(path)
+        except AttributeError:
+            continue
+        found.append(path)
+    return found
 
 
 def prune_ffn_(model: nn.Module, layer: int, keep: Sequence[int]) -> None:
@@ -95,8 +136,14 @@ def prune_ffn_(model: nn.Module, layer: int, keep: Sequence[int]) -> None:
         bias_only = BiasOnly(out.out_features).to(out.weight.device, out.weight.dtype)
         with torch.no_grad():
             bias_only.bias.copy_(out.bias)
-        set_module(block, arch.ffn_in.rpartition(".")[0], EmptyIntermediate())
-        set_module(block, arch.ffn_out, bias_only)
+        ffn_in_parent, ffn_out_parent = arch.ffn_in.rpartition(".")[0], arch.ffn_out.rpartition(".")[0]
+        if ffn_in_parent == ffn_out_parent:  # one module holds the whole FFN (DistilBERT's `ffn`): it becomes b_out
+            if any(isinstance(m, FfnAdapter) for m in get_module(block, ffn_in_parent).modules()):
+                raise PruneError(f"layer {layer}: removing every FFN neuron would drop its bottleneck adapter")
+            set_module(block, ffn_in_parent, bias_only)
+        else:  # BERT: the input side passes an empty activation on, the output side returns its bias
+            set_module(block, ffn_in_parent, EmptyIntermediate())
+            set_module(block, arch.ffn_out, bias_only)
     else:
         index = torch.tensor(keep, device=get_module(block, arch.ffn_in).weight.device)
         set_module(block, arch.ffn_in, _select_linear(get_module(block, arch.ffn_in), index, dim=0))
@@ -118,7 +165,7 @@ def drop_layers_(model: nn.Module, keep: Sequence[int]) -> None:
     arch = arch_of(model)
     set_module(model, arch.layers, nn.ModuleList(kept_modules))
     structure["layers"] = [structure["layers"][i] for i in keep]
-    model.config.num_hidden_layers = len(keep)
+    arch.set_num_layers(model.config, len(keep))
 
 
 def prune_hidden_(model: nn.Module, keep: Sequence[int]) -> None:
@@ -132,8 +179,10 @@ def prune_hidden_(model: nn.Module, keep: Sequence[int]) -> None:
     width (head sizes are derived from it); the kept dimensions are recorded in the structure.
     """
     arch = arch_of(model)
+    if arch.width_refusal:
+        raise PruneError(f"hidden-width pruning is not supported for {arch.model_type}: {arch.width_refusal}")
     structure = ensure_structure(model)
-    hidden = structure.get("hidden") or {"source": int(model.config.hidden_size), "kept": None}
+    hidden = structure.get("hidden") or {"source": arch.hidden_size(model.config), "kept": None}
     width = hidden_width(model)
     keep = _check_keep(keep, width, "hidden dimensions", -1)
     if not keep:
@@ -143,14 +192,20 @@ def prune_hidden_(model: nn.Module, keep: Sequence[int]) -> None:
     current = hidden["kept"] if hidden["kept"] is not None else list(range(width))
     device = get_module(model, arch.word_embeddings).weight.device
     index = torch.tensor(keep, device=device)
-    for path in arch.stream_embeddings():
-        _select_columns_(get_module(model, path), index)
-    if arch.embeddings_norm:
-        set_module(model, arch.embeddings_norm, _select_norm(get_module(model, arch.embeddings_norm), index))
+    projection = stream_projection(model)
+    if projection is not None:  # the stream starts at the projection's outputs: the embeddings keep their width
+        set_module(model, arch.embeddings_project, _select_linear(projection, index, dim=0))
+    else:
+        for path in arch.stream_embeddings():
+            _select_columns_(get_module(model, path), index)
+        if arch.embeddings_norm:
+            set_module(model, arch.embeddings_norm, _select_norm(get_module(model, arch.embeddings_norm), index))
     for block in encoder_layers(model):
-        for module in block.modules():
-            if isinstance(module, (HeadlessAttention, BiasOnly)):
+        for module in list(block.modules()):
+            if isinstance(module, (HeadlessAttention, HeadlessSelfAttention, BiasOnly)):
                 module.bias = nn.Parameter(module.bias.detach().index_select(0, index).clone())
+            if isinstance(module, FfnAdapter):  # a merged bottleneck adapter reads and writes the stream too
+                module.select_hidden_(index)
         for name, module in list(block.named_modules()):
             if isinstance(module, nn.LayerNorm):
                 set_module(block, name, _select_norm(module, index))
@@ -189,7 +244,7 @@ def build_shapes_(model: nn.Module, structure: dict[str, Any]) -> None:
     """Shrink a full-size model (weights irrelevant) to `structure`'s shapes, so a saved state dict loads."""
     validate(structure, model)
     model.config.compressor_structure = None
-    full_layers = model.config.num_hidden_layers
+    full_layers = arch_of(model).num_layers(model.config)
     if full_layers != len(structure["layers"]):
         # the saved config already has the kept layer count; rebuild against the source count
         raise ModelError("config.json: `num_hidden_layers` disagrees with `compressor_structure`; re-save the model")

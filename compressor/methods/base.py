@@ -130,8 +130,10 @@ def freeze_(model: nn.Module) -> None:
 
 
 def unfreeze_classifier_(model: nn.Module) -> None:
-    for p in get_module(model, arch_of(model).classifier).parameters():
-        p.requires_grad_(True)
+    """The task head trains in every method (DistilBERT's pre_classifier with its classifier: both start new)."""
+    for path in arch_of(model).head_modules():
+        for p in get_module(model, path).parameters():
+            p.requires_grad_(True)
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -165,10 +167,12 @@ def load_adapter_state_(model: nn.Module, state: dict[str, torch.Tensor]) -> Non
 
 
 def only_stock_modules(model: nn.Module) -> list[str]:
-    """Names of modules that are neither torch.nn, transformers nor compressor's pruned-structure modules."""
+    """Names of modules that are neither torch.nn, transformers nor compressor's own stock modules (the modules of a
+    pruned structure, and the merged FFN adapter that `load_model` rebuilds)."""
     bad = []
+    own = ("compressor.arch.modules", "compressor.arch.adapters")
     for name, module in model.named_modules():
         mod = type(module).__module__
-        if not (mod.startswith("torch.nn") or mod.startswith("transformers.") or mod == "compressor.arch.modules"):
+        if not (mod.startswith("torch.nn") or mod.startswith("transformers.") or mod in own):
             bad.append(f"{name}: {type(module).__name__}")
     return bad

@@ -20,7 +20,7 @@ from compressor.prune.config import PruneConfig
 from compressor.prune.distill import distill_
 from compressor.prune.recover import reconstruct_
 from compressor.prune.schedule import count_schedule, kept_fractions, plan_target, rescore_step_
-from compressor.prune.units import apply_plan_, prune_to_counts_, update_head_scores
+from compressor.prune.units import apply_plan_, keep_zeros, prune_to_counts_, unstructured_mask_, update_head_scores
 from compressor.prune.vocab import model_bytes, prune_vocab_, unknown_rate, used_token_ids
 from compressor.sensitivity.plan import Plan
 from compressor.train.loop import evaluate
@@ -38,7 +38,9 @@ class PruneReport:
     recovery: dict[str, Any] = field(default_factory=dict)  # of the last step
     iterations: list[dict[str, Any]] = field(default_factory=list)  # per step when `iterations` > 1
     vocab: dict[str, Any] | None = None  # what vocabulary pruning kept, and the bytes it saved
-    accuracy: float | None = None  # on `eval_data`, after everything
+    accuracy: float | None = None  # on `eval_data`, after everything (None for regression: see `metrics`)
+    unstructured: dict[str, Any] | None = None  # the single weights set to zero, and how they were chosen
+    metrics: dict[str, float] | None = None  # the evaluation on `eval_data` (regression: pearson, spearman, mse)
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -80,8 +82,8 @@ def prune_(
     k = config.iterations
     if config.recover != "none" and (data is None or tokenizer is None):
         raise ConfigError("recovery needs training data: pass --data")
-    if config.heads_by == "update" and base is None:
-        raise ConfigError("`heads_by: update` needs the base checkpoint fine-tuning started from (`update_base`)")
+    if config.uses_update_base and base is None:
+        raise ConfigError("ranking by the update needs the base checkpoint fine-tuning started from (`update_base`)")
     if k > 1 and config.recover == "none":
         logger.warning("`iterations` %d without recovery: the rounds only differ from one step by re-scoring", k)
     plan = target = None
@@ -97,6 +99,7 @@ def prune_(
     teacher = copy.deepcopy(model).eval() if config.recover != "none" else None
     rounds: list[dict[str, Any]] = []
     recovery: dict[str, Any] = {}
+    masks, unstructured = None, None
     for t in range(k):
         step: dict[str, Any] = {"step": t + 1}
         if plan is None:
@@ -109,18 +112,26 @@ def prune_(
             step["rescored"] = rescore_step_(
                 model, plan, target, share, tokenizer=tokenizer, data=data, seed=config.seed + t
             )
-        recovery = _recover_(
-            model,
-            teacher,
-            tokenizer,
-            config,
-            data=data,
-            eval_data=eval_data,
-            distill_steps=distill_steps[t],
-            work_dir=_round_dir(work_dir, t, k),
-            resume=resume,
-            quiet=quiet,
-        )
+        if t == k - 1 and config.unstructured:  # single weights after the last structured step, before its recovery
+            by_update = base if config.unstructured_by == "update" else None
+            masks = unstructured_mask_(model, config.unstructured, config.unstructured_roles, by_update)
+            zeroed = sum(int((~m).sum()) for m in masks.values())
+            unstructured = {"share": config.unstructured, "by": config.unstructured_by, "zeroed": zeroed}
+            unstructured |= {"roles": list(config.unstructured_roles), "matrices": len(masks)}
+            logger.info("unstructured: %s weights of %d matrices set to zero", f"{zeroed:,}", len(masks))
+        with keep_zeros(model, masks):
+            recovery = _recover_(
+                model,
+                teacher,
+                tokenizer,
+                config,
+                data=data,
+                eval_data=eval_data,
+                distill_steps=distill_steps[t],
+                work_dir=_round_dir(work_dir, t, k),
+                resume=resume,
+                quiet=quiet,
+            )
         step |= {
             "structure": summary(structure_of(model)),
             "encoder_params": sum(p.numel() for p in encoder_layers(model).parameters()),
@@ -129,6 +140,7 @@ def prune_(
         if k > 1:
             logger.info("round %d/%d: %s encoder parameters", t + 1, k, f"{step['encoder_params']:,}")
     vocab = None if vocab_data is None else _prune_vocab_(model, tokenizer, config, vocab_data, eval_data)
+    evaluation = None if eval_data is None else evaluate(model, tokenizer, eval_data)
     report = PruneReport(
         summary(structure_of(model)),
         params_before,
@@ -138,7 +150,9 @@ def prune_(
         recovery,
         rounds if k > 1 else [],
         vocab,
-        None if eval_data is None else evaluate(model, tokenizer, eval_data)["accuracy"],
+        None if evaluation is None else evaluation.get("accuracy"),
+        unstructured,
+        evaluation,
     )
     logger.info("pruned: %s → %s parameters", f"{params_before:,}", f"{report.params_after:,}")
     return report

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from compressor.arch.table import LINEAR_ROLES
 from compressor.errors import ConfigError
+from compressor.schema import HASH_IF_SET
 
 SCHEDULES = ("geometric", "linear")
 FALLBACKS = ("unk", "nearest")
 RECOVER = ("none", "distill", "reconstruct", "reconstruct+distill")
 HEADS_BY = ("magnitude", "update")
+UNSTRUCTURED_BY = ("magnitude", "update")
 
 
 @dataclass(kw_only=True)
@@ -32,8 +35,32 @@ class PruneConfig:
     update_base: str | None = field(
         default=None,
         metadata={
-            "help": "With heads_by update: the checkpoint fine-tuning started from (a directory, `minilm`, or in a "
-            "recipe `finetune`: the base of the recipe's fine-tuning stage)."
+            "help": "With heads_by or unstructured_by update: the checkpoint fine-tuning started from (a directory, "
+            "`minilm`, or in a recipe `finetune`: the base of the recipe's fine-tuning stage)."
+        },
+    )
+    unstructured: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the entries of each `unstructured_roles` linear set to zero after the structured "
+            "step, kept at zero through recovery (size only with sparse storage: ONNX Runtime on CPU runs zeros "
+            "no faster); 0 = off.",
+            HASH_IF_SET: True,
+        },
+    )
+    unstructured_by: str = field(
+        default="magnitude",
+        metadata={
+            "help": "Which entries `unstructured` zeroes: magnitude (smallest |W|) or update (DSEE's mask drawn "
+            "from the fine-tuning update: smallest |W − W_base| against `update_base`).",
+            HASH_IF_SET: True,
+        },
+    )
+    unstructured_roles: list[str] = field(
+        default_factory=lambda: ["query", "value"],
+        metadata={
+            "help": "Projections `unstructured` masks (DSEE masks the ones its adapters trained).",
+            HASH_IF_SET: True,
         },
     )
     recover: str = field(default="none", metadata={"help": f"Recovery after pruning: {', '.join(RECOVER)}."})
@@ -112,8 +139,22 @@ class PruneConfig:
                 "`heads_by: update` needs `heads` (the share of heads to remove) and `update_base` (the checkpoint "
                 "fine-tuning started from)"
             )
-        if self.update_base is not None and self.heads_by != "update":
-            raise ConfigError("`update_base` is only used with `heads_by: update`")
+        if not 0 <= self.unstructured < 1:
+            raise ConfigError(f"`unstructured` must be a share in [0, 1); got {self.unstructured!r}")
+        if self.unstructured_by not in UNSTRUCTURED_BY:
+            raise ConfigError(
+                f"`unstructured_by` must be one of {', '.join(UNSTRUCTURED_BY)}; got {self.unstructured_by!r}"
+            )
+        bad = [r for r in self.unstructured_roles if r not in LINEAR_ROLES]
+        if bad or not self.unstructured_roles:
+            raise ConfigError(
+                f"`unstructured_roles` must be a non-empty subset of {', '.join(LINEAR_ROLES)}; "
+                f"got {self.unstructured_roles!r}"
+            )
+        if self.unstructured and self.unstructured_by == "update" and self.update_base is None:
+            raise ConfigError("`unstructured_by: update` needs `update_base` (the checkpoint fine-tuning began from)")
+        if self.update_base is not None and not self.uses_update_base:
+            raise ConfigError("`update_base` is only used with `heads_by: update` or `unstructured_by: update`")
         if self.recover not in RECOVER:
             raise ConfigError(f"`recover` must be one of {', '.join(RECOVER)}; got {self.recover!r}")
         if self.vocab_fallback not in FALLBACKS:
@@ -149,6 +190,11 @@ class PruneConfig:
         if "distill" in self.recover and not self.recover_epochs and self.recover_steps < self.iterations:
             raise ConfigError(f"`recover_steps` ({self.recover_steps}) must be >= `iterations` ({self.iterations})")
         _check_recover_method(self.recover_method, distill="distill" in self.recover)
+
+    @property
+    def uses_update_base(self) -> bool:
+        """Whether a step ranks by the fine-tuning update (and so needs the base checkpoint)."""
+        return self.heads_by == "update" or bool(self.unstructured and self.unstructured_by == "update")
 
 
 def _check_recover_method(name: str, *, distill: bool) -> None:

@@ -32,7 +32,8 @@ def distill_(
     quiet: bool = False,
     steps: int | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune the pruned `model` in place with CE + λ·KL to the unpruned `teacher`.
+    """Fine-tune the pruned `model` in place with CE + λ·KL to the unpruned `teacher` (for a regression head:
+    MSE to the labels + λ·MSE to the teacher's scores).
 
     `config.recover_method` chooses what trains: `full` every weight; any other registered method is injected,
     trained and merged back, so the model keeps stock modules and its pruned shapes.

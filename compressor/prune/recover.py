@@ -31,8 +31,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.arch.modules import EmptyIntermediate, HeadlessAttention
-from compressor.arch.parts import arch_of, encoder_layers, get_module, head_size
+from compressor.arch.modules import HeadlessAttention
+from compressor.arch.parts import (
+    arch_of,
+    encoder_layers,
+    get_module,
+    has_ffn,
+    has_heads,
+    head_size,
+    model_inputs,
+)
 from compressor.arch.structure import ensure_structure, hidden_positions
 from compressor.errors import DataError, PruneError
 
@@ -77,7 +85,15 @@ def reconstruct_(
     arch = arch_of(model)
     device = next(model.parameters()).device
     t_device = next(teacher.parameters()).device
-    batches = _batches(tokenizer, data, samples=samples, batch_size=batch_size, max_length=max_length, seed=seed)
+    batches = _batches(
+        tokenizer,
+        data,
+        samples=samples,
+        batch_size=batch_size,
+        max_length=max_length,
+        seed=seed,
+        inputs=model_inputs(model),
+    )
     masks = [b["attention_mask"].to(device).bool() for b in batches]  # (batch, seq) real tokens
     tokens = int(sum(int(m.sum()) for m in masks))
     teacher_index = {int(e["source"]): j for j, e in enumerate(ensure_structure(teacher)["layers"])}
@@ -150,8 +166,11 @@ def _texts(data: Any, samples: int, seed: int) -> tuple[list[str], list[str] | N
     return subset.texts, subset.text_pairs
 
 
-def _batches(tokenizer: Any, data: Any, *, samples: int, batch_size: int, max_length: int, seed: int) -> list[Batch]:
-    """Tokenised batches of the sample, sorted by length so that little of each batch is padding."""
+def _batches(
+    tokenizer: Any, data: Any, *, samples: int, batch_size: int, max_length: int, seed: int, inputs: tuple[str, ...]
+) -> list[Batch]:
+    """Tokenised batches of the sample (only the model's `inputs`), sorted by length so that little of each batch
+    is padding."""
     texts, pairs = _texts(data, samples, seed)
     if not texts:
         raise DataError("reconstruction needs at least one sentence of training data")
@@ -174,7 +193,7 @@ def _batches(tokenizer: Any, data: Any, *, samples: int, batch_size: int, max_le
             padding=True,
             return_tensors="pt",
         )
-        batches.append({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+        batches.append({k: v for k, v in enc.items() if k in inputs})
     return batches
 
 
@@ -250,11 +269,11 @@ def _attn_norm(block: nn.Module, arch: Any) -> nn.Module:
 
 
 def _has_heads(block: nn.Module, arch: Any) -> bool:
-    return not isinstance(get_module(block, arch.attention), HeadlessAttention)
+    return has_heads(block, arch)
 
 
 def _has_ffn(block: nn.Module, arch: Any) -> bool:
-    return not isinstance(get_module(block, arch.ffn_in.rpartition(".")[0]), EmptyIntermediate)
+    return has_ffn(block, arch)
 
 
 def _teacher_targets(

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.arch.parts import to_device
+from compressor.arch.parts import arch_of, max_tokens, model_inputs, to_device
 from compressor.errors import ConfigError
 from compressor.schema import config_to_dict, save_json
 from compressor.sensitivity.allocate import allocate
@@ -102,6 +102,9 @@ def analyse(
     """
     start = time.perf_counter()
     model = to_device(model, device)
+    refusal = arch_of(model).width_refusal
+    if config.hidden < 1 and refusal:  # before any scoring: prune would refuse the plan's width cut anyway
+        raise ConfigError(f"`hidden` below 1: width pruning is not supported for {model.config.model_type}: {refusal}")
     scorer = SCORERS.get(config.scorer)
     batches = None
     if scorer.needs_data:
@@ -115,6 +118,7 @@ def analyse(
             batch_size=config.batch_size,
             seed=config.seed,
             num_labels=int(model.config.num_labels),
+            inputs=model_inputs(model),
         )
         logger.info("scoring with %s on %d examples", config.scorer, sum(len(b["labels"]) for b in batches))
     scores = run_scorer(config.scorer, model, batches, config)
@@ -146,11 +150,11 @@ def analyse(
         )
     report = AnalyseReport(config=config, scores=scores, shapes=shapes, plan=plan, latency=latency)
     report.model = fingerprint(model) | {"name_or_path": str(getattr(model.config, "_name_or_path", "") or "")}
-    report.num_heads = int(model.config.num_attention_heads)
+    report.num_heads = arch_of(model).num_heads(model.config)
     report.seconds = time.perf_counter() - start
     return report
 
 
 def _max_tokens(model: nn.Module, seq_len: int) -> int:
     """Truncation length: `seq_len`, but never past the model's position embeddings."""
-    return min(seq_len, int(getattr(model.config, "max_position_embeddings", seq_len)))
+    return min(seq_len, max_tokens(model) or seq_len)

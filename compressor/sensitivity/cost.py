@@ -12,8 +12,15 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from compressor.arch.modules import EmptyIntermediate, HeadlessAttention
-from compressor.arch.parts import arch_of, encoder_layers, get_module, head_size, hidden_width
+from compressor.arch.parts import (
+    arch_of,
+    attention_heads,
+    encoder_layers,
+    get_module,
+    has_ffn,
+    head_size,
+    hidden_width,
+)
 from compressor.errors import ConfigError
 
 METRICS = ("params", "flops", "latency")
@@ -54,14 +61,8 @@ def layer_shapes(model: nn.Module) -> list[LayerShape]:
     entries = structure.get("layers") or []
     shapes = []
     for i, block in enumerate(encoder_layers(model)):
-        if isinstance(get_module(block, arch.attention), HeadlessAttention):
-            heads = 0
-        else:
-            heads = int(get_module(block, arch.self_attention).num_attention_heads)
-        if isinstance(get_module(block, arch.ffn_in.rpartition(".")[0]), EmptyIntermediate):
-            neurons = 0
-        else:
-            neurons = int(get_module(block, arch.ffn_in).out_features)
+        heads = attention_heads(block, arch)
+        neurons = int(get_module(block, arch.ffn_in).out_features) if has_ffn(block, arch) else 0
         entry = entries[i] if i < len(entries) and len(entries) == len(encoder_layers(model)) else None
         if entry is not None and len(entry["heads"]) == heads:
             source, head_ids = int(entry["source"]), tuple(int(h) for h in entry["heads"])

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compressor.arch.parts import head_size, hidden_width
+from compressor.arch.parts import arch_of, head_size, hidden_width, max_tokens
 from compressor.arch.surgery import prune_ffn_, prune_heads_
 from compressor.errors import CompressorError
 from compressor.sensitivity.cost import UnitCosts
@@ -74,14 +74,14 @@ def _cpu_name() -> str:
 
 
 def table_key(model: nn.Module, seq_len: int, threads: int) -> dict[str, Any]:
-    config = model.config
+    config, arch = model.config, arch_of(model)
     return {
         "model_type": config.model_type,
         "hidden_size": hidden_width(model),
         "head_size": head_size(model),
-        "num_heads": int(config.num_attention_heads),
-        "intermediate_size": int(config.intermediate_size),
-        "hidden_act": str(config.hidden_act),
+        "num_heads": arch.num_heads(config),
+        "intermediate_size": arch.intermediate_size(config),
+        "hidden_act": arch.activation(config),
         "seq_len": seq_len,
         "threads": threads,
         "measured": "onnxruntime dynamic int8, probes interleaved",
@@ -126,7 +126,7 @@ def _probe_model(model: nn.Module, layers: int, heads: int, neurons: int) -> nn.
     from transformers import AutoModelForSequenceClassification
 
     config = copy.deepcopy(model.config)
-    config.num_hidden_layers = layers
+    arch_of(model).set_num_layers(config, layers)
     config.vocab_size = 128  # the lookup cost does not depend on the vocabulary size
     config.compressor_structure = None
     probe = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
@@ -144,7 +144,7 @@ def _ort_version() -> str:
 
 def _feed(probe: nn.Module, seq_len: int) -> dict[str, np.ndarray]:
     """One batch-1 input of `seq_len` tokens for the probes' graph inputs."""
-    seq_len = min(seq_len, int(getattr(probe.config, "max_position_embeddings", seq_len)))
+    seq_len = min(seq_len, max_tokens(probe) or seq_len)
     ids = np.random.default_rng(0).integers(5, 128, size=(1, seq_len), dtype=np.int64)  # (batch, sequence)
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     return {name: feed[name] for name in spec_for(probe).inputs}
@@ -164,7 +164,8 @@ def _deployed_graph(probe: nn.Module, feed: dict[str, np.ndarray], work: Path, n
 def measure_latency_table(model: nn.Module, *, seq_len: int, threads: int, repeats: int = 20) -> LatencyTable:
     """Time probe models and fit the per-unit costs (see the module docstring). The probes are timed in one
     interleaved loop, so a noisy neighbour slows them all alike instead of skewing the fit."""
-    heads, width = int(model.config.num_attention_heads), int(model.config.intermediate_size)
+    arch = arch_of(model)
+    heads, width = arch.num_heads(model.config), arch.intermediate_size(model.config)
     grid = [
         (1, heads, width),
         (1, 0, width),

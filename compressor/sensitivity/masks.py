@@ -18,7 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compressor.arch.parts import arch_of, encoder_layers, eval_mode, get_module, head_size, hidden_width
+from compressor.arch.parts import (
+    arch_of,
+    encoder_layers,
+    eval_mode,
+    get_module,
+    head_size,
+    hidden_width,
+    stream_projection,
+)
+from compressor.arch.table import MODEL_INPUTS
 from compressor.errors import DataError
 from compressor.sensitivity.cost import layer_shapes
 
@@ -36,13 +45,23 @@ def make_batches(
     batch_size: int,
     seed: int = 0,
     num_labels: int | None = None,
+    inputs: tuple[str, ...] = MODEL_INPUTS,
 ) -> list[Batch]:
-    """Tokenised batches (with `labels`) of `samples` examples of a LabelledData drawn with `seed`."""
+    """Tokenised batches (with `labels`) of `samples` examples of a LabelledData drawn with `seed`.
+
+    Args:
+        inputs: the model's inputs (`parts.model_inputs`); other tokenizer outputs are dropped.
+    """
     subset = data.sample(samples, seed=seed)
     texts, pairs, labels = subset.texts, subset.text_pairs, subset.labels
-    if any(y < 0 for y in labels):
+    regression = bool(getattr(data, "is_regression", False))
+    if regression and num_labels is not None and num_labels != 1:
+        raise DataError(
+            f"data file `{data.path}` has regression scores but the model classifies into {num_labels} labels"
+        )
+    if not regression and any(y < 0 for y in labels):
         raise DataError(f"data file `{data.path}` has no labels; sensitivity scoring needs labelled examples")
-    if num_labels is not None and num_labels > 1 and any(y >= num_labels for y in labels):
+    if not regression and num_labels is not None and num_labels > 1 and any(y >= num_labels for y in labels):
         raise DataError(
             f"data file `{data.path}` has label ids up to {max(labels)} but the model classifies into {num_labels}"
         )
@@ -57,8 +76,9 @@ def make_batches(
             padding=True,
             return_tensors="pt",
         )
-        batch = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        batch["labels"] = torch.tensor(labels[start:stop], dtype=torch.long)
+        batch = {k: v for k, v in encoded.items() if k in inputs}
+        # regression scores stay floats (a long tensor would truncate 3.8 to 3); batch_loss takes MSE of them
+        batch["labels"] = torch.tensor(labels[start:stop], dtype=torch.float32 if regression else torch.long)
         batches.append(batch)
     return batches
 
@@ -201,7 +221,11 @@ class HiddenMask:
 
     def __enter__(self) -> HiddenMask:
         arch = arch_of(self.model)
-        norms = [get_module(self.model, arch.embeddings_norm)] if arch.embeddings_norm else []
+        # the stream starts at the embeddings' projection when there is one (ELECTRA), else at their LayerNorm
+        first = stream_projection(self.model)
+        if first is None and arch.embeddings_norm:
+            first = get_module(self.model, arch.embeddings_norm)
+        norms = [first] if first is not None else []
         norms += [m for block in encoder_layers(self.model) for m in block.modules() if isinstance(m, nn.LayerNorm)]
         for norm in norms:
             self._handles.append(norm.register_forward_hook(self._hook))
@@ -244,7 +268,12 @@ def hidden_magnitude(model: nn.Module) -> torch.Tensor:
     arch = arch_of(model)
     total = torch.zeros(hidden_width(model), dtype=torch.float64)
     count = 0
-    for path in arch.stream_embeddings():
+    projection = stream_projection(model)
+    if projection is not None:
+        weight = projection.weight.detach().abs().double()  # (width, embedding size)
+        total += weight.sum(1).cpu()
+        count += weight.shape[1]
+    for path in [] if projection is not None else arch.stream_embeddings():
         weight = get_module(model, path).weight.detach().abs().double()  # (rows, width)
         total += weight.sum(0).cpu()
         count += weight.shape[0]

@@ -141,7 +141,7 @@ def head_importance(model: nn.Module, batches: Iterable[Batch], *, normalise: bo
     heads, _, _ = mask_gradient_scores(model, batches, power=1, neurons=False, desc="scoring heads")
     if normalise:
         heads = _normalise_per_layer(heads)
-    width = int(model.config.num_attention_heads)
+    width = arch_of(model).num_heads(model.config)
     return Scores("head-gradient", heads, [], {}, joint_scale=False).head_matrix(width)
 
 

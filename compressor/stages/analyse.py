@@ -13,13 +13,13 @@ from compressor.errors import ConfigError
 from compressor.fs import atomic_dir
 from compressor.sensitivity.config import AnalyseConfig, needs_data
 from compressor.stages.base import Context, StageBase, StageView
-from compressor.stages.context import model_labels
+from compressor.stages.context import model_labels, model_task
 
 
 def load_for_scoring(ctx: Context, *, labelled: bool) -> tuple[Any, Any, Any]:
     """(model, tokenizer, training rows mapped to the model's labels, or None) for a stage that scores the model."""
-    labels = model_labels(read_config(resolve_model_path(ctx.model)))
-    data = ctx.data.train(labels) if labelled else None
+    config = read_config(resolve_model_path(ctx.model))
+    data = ctx.data.train(model_labels(config), task=model_task(config)) if labelled else None
     if data is None:
         return (*load_model(ctx.model), None)
     model, tokenizer = load_model(ctx.model, num_labels=data.num_labels, id2label=data.id2label)

@@ -151,10 +151,33 @@ class StageBase:
 
 
 def default_row(summary: dict[str, Any]) -> dict[str, str]:
-    """Cells from the keys most stages record: `params` (and `trainable`), `accuracy`."""
+    """Cells from the keys most stages record: `params` (and `trainable`), `accuracy` (or a regression's `score`,
+    shown with its metric's name: `pearson 0.8123`)."""
     params = summary.get("params")
     text = f"{params:,}" if isinstance(params, int) else "-"
     if isinstance(summary.get("trainable"), int):
         text += f" ({summary['trainable']:,} trained)"
-    accuracy = summary.get("accuracy")
-    return {"params": text, "accuracy": "-" if accuracy is None else f"{100 * accuracy:.2f}%", "note": ""}
+    return {"params": text, "accuracy": score_text(summary), "note": ""}
+
+
+def score_fields(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """A stage summary's quality keys from an evaluation's metrics: `accuracy` for classification; for regression
+    `accuracy` None, `metric` (pearson), `score` (its value) and `regression` (pearson, spearman, mse)."""
+    from compressor.task import REGRESSION_METRICS
+
+    metrics = metrics or {}
+    if metrics.get("pearson") is None:
+        return {"accuracy": metrics.get("accuracy")}
+    regression = {k: float(metrics[k]) for k in REGRESSION_METRICS if metrics.get(k) is not None}
+    return {"accuracy": None, "metric": "pearson", "score": regression["pearson"], "regression": regression}
+
+
+def score_text(summary: dict[str, Any]) -> str:
+    """`81.25%` for accuracy, `pearson 0.8123` for a regression's score, `-` without either."""
+    from compressor.task import format_metric
+
+    if summary.get("accuracy") is not None:
+        return format_metric("accuracy", summary["accuracy"])
+    if summary.get("score") is not None:
+        return format_metric(str(summary.get("metric") or "score"), summary["score"])
+    return "-"

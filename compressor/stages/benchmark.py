@@ -7,8 +7,9 @@ from typing import Any
 
 from compressor.fs import atomic_dir
 from compressor.schema import config_to_dict
-from compressor.stages.base import Context, StageBase, StageView
+from compressor.stages.base import Context, StageBase, StageView, score_text
 from exporters.measure import BenchmarkConfig, benchmark, plot
+from exporters.runtime import artifact_task
 
 BENCHMARK_JSON = "benchmark.json"
 PLOT_FILE = "accuracy_latency.png"
@@ -29,7 +30,7 @@ class BenchmarkStage(StageBase):
 
     def run(self, ctx: Context, config: BenchmarkConfig) -> dict[str, Any]:
         names = list(ctx.artifacts)
-        data = ctx.data.eval()
+        data = ctx.data.eval(task=artifact_task(ctx.artifacts[names[0]]) if names else None)
         report = benchmark([ctx.artifacts[n] for n in names], config, data=data, names=names)
         with atomic_dir(ctx.out) as tmp:
             report.write_json(tmp / BENCHMARK_JSON)
@@ -44,9 +45,8 @@ class BenchmarkStage(StageBase):
     def row(self, summary: dict[str, Any]) -> dict[str, str]:
         rows = summary.get("rows") or []
         last = rows[-1] if rows else {}
-        accuracy = last.get("accuracy")
         note = f"{last.get('name')}: {last.get('speedup_p50', 0):.2f}× faster than {rows[0]['name']}" if rows else ""
-        return {"params": "-", "accuracy": "-" if accuracy is None else f"{100 * accuracy:.2f}%", "note": note}
+        return {"params": "-", "accuracy": score_text(last), "note": note}
 
     def describe(self, summary: dict[str, Any]) -> str:
         return self.row(summary)["note"]
@@ -70,6 +70,10 @@ def result_row(result: Any) -> dict[str, Any]:
         "path": result.path,
         "accuracy": result.accuracy,
         "eval_rows": result.eval_rows,
+        "metric": result.metric,
+        "score": result.score,
+        "regression": result.regression,
+        "score_delta": result.score_delta,
         "p50_ms": result.fixed.p50,
         "p90_ms": result.fixed.p90,
         "p99_ms": result.fixed.p99,
@@ -82,18 +86,32 @@ def result_row(result: Any) -> dict[str, Any]:
 
 
 def result_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """artifact | accuracy | p50 | p90 | MB | speed-up | smaller, one row per artifact."""
-    headers = ["artifact", "accuracy", "p50 ms", "p90 ms", "MB", "speed-up", "smaller"]
+    """artifact | accuracy (regression: pearson) | p50 | p90 | MB | speed-up | smaller, one row per artifact."""
     rows = summary.get("rows") or []
+    metric = (rows[0].get("metric") if rows else None) or "accuracy"
+    headers = [
+        "artifact",
+        *(["accuracy"] if metric == "accuracy" else ["pearson", "spearman", "mse"]),
+        "p50 ms",
+        "p90 ms",
+        "MB",
+        "speed-up",
+        "smaller",
+    ]
     out = []
     for r in rows:
-        acc = "-" if r.get("accuracy") is None else f"{100 * r['accuracy']:.2f}%"
-        if r.get("accuracy_delta") is not None and r is not rows[0]:
-            acc += f" ({r['accuracy_delta']:+.2f})"
+        if metric != "accuracy":
+            reg = r.get("regression") or {}
+            quality = [f"{reg[k]:.4f}" if reg.get(k) is not None else "-" for k in ("pearson", "spearman", "mse")]
+        else:
+            acc = "-" if r.get("accuracy") is None else f"{100 * r['accuracy']:.2f}%"
+            if r.get("accuracy_delta") is not None and r is not rows[0]:
+                acc += f" ({r['accuracy_delta']:+.2f})"
+            quality = [acc]
         out.append(
             [
                 r["name"],
-                acc,
+                *quality,
                 f"{r['p50_ms']:.2f}",
                 f"{r['p90_ms']:.2f}",
                 f"{r['model_bytes'] / 1e6:.2f}",
@@ -112,5 +130,6 @@ def caption(summary: dict[str, Any]) -> str:
         f"{cfg.get('seq_len')}, {cfg.get('threads')} thread(s)"
     )
     if rows[0].get("eval_rows"):
-        text += f"; accuracy on {rows[0]['eval_rows']} validation rows, one sentence per run"
+        what = "accuracy" if (rows[0].get("metric") or "accuracy") == "accuracy" else "Pearson, Spearman and MSE"
+        text += f"; {what} on {rows[0]['eval_rows']} validation rows, one sentence per run"
     return text + "; ratios against the first row."

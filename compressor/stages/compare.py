@@ -48,6 +48,9 @@ class Comparison:
                 "artifact": str(entry.artifact),
                 "run": None if entry.run is None else str(entry.run),
                 "accuracy": result.accuracy,
+                "metric": result.metric,  # the headline: accuracy, or pearson for regression artifacts
+                "score": result.score,
+                "regression": result.regression,
                 "eval_rows": result.eval_rows,
                 "p50_ms": result.fixed.p50,
                 "p90_ms": result.fixed.p90,
@@ -60,6 +63,10 @@ class Comparison:
                     b.name: None
                     if result.accuracy is None or br.accuracy is None
                     else 100 * (result.accuracy - br.accuracy)
+                    for b, br in baselines
+                },
+                "score_delta": {
+                    b.name: None if result.score is None or br.score is None else 100 * (result.score - br.score)
                     for b, br in baselines
                 },
                 "profile": result.profile,
@@ -75,11 +82,14 @@ class Comparison:
         return {"kind": "comparison", "benchmark": self.report.to_dict(), "rows": self.rows()}
 
     def table(self) -> tuple[list[str], list[list[str]]]:
-        """Headers and text cells: accuracy, p50, MB, × faster and Δ accuracy against each baseline, stage time."""
+        """Headers and text cells: accuracy (regression: Pearson × 100), p50, MB, × faster and Δ points against each
+        baseline, stage time."""
         baselines = [e.name for e in self.entries if e.baseline]
         rows = self.rows()
         real = any(row["real_p50_ms"] is not None for row in rows)
-        headers = ["row", "accuracy", "p50 ms", *(["p50 ms real lengths"] if real else []), "MB"]
+        metric = rows[0]["metric"] if rows else "accuracy"
+        quality = "accuracy" if metric == "accuracy" else f"{metric} ×100"
+        headers = ["row", quality, "p50 ms", *(["p50 ms real lengths"] if real else []), "MB"]
         predicted = any(row["predicted_ms"] is not None for row in rows)
         if predicted:  # runs planned under a latency budget: the plan's prediction, and how far off it was
             headers += ["predicted ms", "measured vs predicted"]
@@ -88,7 +98,7 @@ class Comparison:
         for row in rows:
             cells = [
                 row["name"],
-                "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}",
+                "-" if row["score"] is None else f"{100 * row['score']:.2f}",
                 f"{row['p50_ms']:.2f}",
             ]
             if real:
@@ -99,11 +109,32 @@ class Comparison:
                 cells += ["-", "-"] if miss is None else [f"{row['predicted_ms']:.2f}", f"{100 * miss:+.1f}%"]
             cells += [f"{row['speedup'][b]:.2f}" for b in baselines]
             for b in baselines[:1]:
-                delta = row["accuracy_delta"][b]
+                delta = row["score_delta"][b]
                 cells.append("-" if delta is None else f"{delta:+.2f}")
             cells.append(_duration(row["stage_seconds"]) if row["stages"] else "-")
             out.append(cells)
         return headers, out
+
+    def group_table(self, groups: dict[str, list[str]]) -> tuple[list[str], list[list[str]]]:
+        """One row per group of rows (e.g. one setting over several seeds): mean accuracy, each row's, the spread
+        (max − min) and the mean p50. Groups none of whose rows are in the comparison are left out."""
+        by_name = {row["name"]: row for row in self.rows()}
+        out = []
+        for group, names in groups.items():
+            members = [by_name[n] for n in names if n in by_name and by_name[n]["accuracy"] is not None]
+            if not members:
+                continue
+            accuracies = [100 * m["accuracy"] for m in members]
+            out.append(
+                [
+                    group,
+                    f"{sum(accuracies) / len(accuracies):.2f}",
+                    " / ".join(f"{a:.2f}" for a in accuracies),
+                    f"{max(accuracies) - min(accuracies):.2f}",
+                    f"{sum(m['p50_ms'] for m in members) / len(members):.2f}",
+                ]
+            )
+        return ["rows", "mean accuracy", "each row", "spread (pt)", "mean p50 ms"], out
 
 
 def resolve(path: Path, name: str | None = None, *, baseline: bool = False) -> Entry:
@@ -191,27 +222,27 @@ def relative_paths(value: Any, root: Path) -> Any:
 
 
 def pareto_plot(comparison: Comparison, path: Path) -> None:
-    """Accuracy vs p50 latency: baselines as squares, the rest as dots, the Pareto front joined by a line."""
+    """Accuracy (regression: Pearson's r) vs p50 latency: baselines as squares, the rest as dots, the Pareto front
+    joined by a line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rows = comparison.rows()
-    if any(r["accuracy"] is None for r in rows):
+    if any(r["score"] is None for r in rows):
         raise ConfigError("the plot shows accuracy against latency: compare with labelled data (--data)")
+    metric = rows[0]["metric"]
     fig = Figure(figsize=(7.2, 4.8), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for r in rows:
-        ax.scatter(r["p50_ms"], 100 * r["accuracy"], s=40, marker="s" if r["baseline"] else "o")
-        ax.annotate(
-            r["name"], (r["p50_ms"], 100 * r["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=7
-        )
+        ax.scatter(r["p50_ms"], 100 * r["score"], s=40, marker="s" if r["baseline"] else "o")
+        ax.annotate(r["name"], (r["p50_ms"], 100 * r["score"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
     front = pareto_front(rows)
-    ax.plot([r["p50_ms"] for r in front], [100 * r["accuracy"] for r in front], "k--", lw=0.8, label="Pareto front")
+    ax.plot([r["p50_ms"] for r in front], [100 * r["score"] for r in front], "k--", lw=0.8, label="Pareto front")
     cfg = comparison.report.config
     ax.set_xlabel(f"p50 latency (ms), batch {cfg.batch}, seq {cfg.seq_len}, {cfg.threads} thread(s)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"accuracy vs latency ({comparison.report.machine.get('cpu', 'cpu')})", fontsize=9)
+    ax.set_ylabel("accuracy (%)" if metric == "accuracy" else f"{metric} × 100")
+    ax.set_title(f"{metric} vs latency ({comparison.report.machine.get('cpu', 'cpu')})", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.set_xlim(0, 1.25 * max(r["p50_ms"] for r in rows))
     ax.legend(fontsize=8, loc="lower right")
@@ -221,10 +252,11 @@ def pareto_plot(comparison: Comparison, path: Path) -> None:
 
 
 def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows no other row beats on both latency and accuracy, fastest first."""
+    """The rows no other row beats on both latency and accuracy (regression: Pearson's r), fastest first."""
     front: list[dict[str, Any]] = []
-    for r in sorted(rows, key=lambda r: (r["p50_ms"], -r["accuracy"])):
-        if not front or r["accuracy"] > front[-1]["accuracy"]:
+    key = "score" if all("score" in r for r in rows) else "accuracy"
+    for r in sorted(rows, key=lambda r: (r["p50_ms"], -r[key])):
+        if not front or r[key] > front[-1][key]:
             front.append(r)
     return front
 

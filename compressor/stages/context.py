@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 
 from compressor.data import check_matches_model, load_data
 from compressor.errors import ConfigError
+from compressor.schema import HASH_IF_SET
+from compressor.task import REGRESSION, TASKS, config_task
 
 GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
 
@@ -38,7 +40,17 @@ class DataSpec:
     )
     text_column: str | None = field(default=None, metadata={"help": "Text column (default: text, sentence, …)."})
     text_pair_column: str | None = field(default=None, metadata={"help": "Second text column for pair tasks."})
-    label_column: str = field(default="label", metadata={"help": "Label column (strings or integers)."})
+    label_column: str = field(
+        default="label", metadata={"help": "Label column (strings or integers; numbers for regression)."}
+    )
+    task: str = field(
+        default="auto",
+        metadata={
+            "help": "classification, regression (a float score per row, one model output), or auto: regression "
+            "when the labels are numbers and not all whole; a trained checkpoint's own task comes first.",
+            HASH_IF_SET: True,
+        },
+    )
     max_train_samples: int | None = field(
         default=None,
         metadata={"help": "Use a seeded sample of N training rows for fine-tuning and scoring (recovery reads all)."},
@@ -50,6 +62,8 @@ class DataSpec:
             raise ConfigError(
                 f"`max_train_samples` must be a positive integer or null; got {self.max_train_samples!r}"
             )
+        if self.task not in TASKS:
+            raise ConfigError(f"`task` must be one of {', '.join(TASKS)}; got {self.task!r}")
 
     @property
     def columns(self) -> dict[str, Any]:
@@ -74,11 +88,24 @@ def model_labels(config: dict[str, Any]) -> dict[int, str] | None:
     return labels
 
 
+def model_task(config: dict[str, Any]) -> str | None:
+    """A checkpoint's task when it has a trained head (`classification` or `regression`), else None (the data
+    decides).
+
+    Args:
+        config: the checkpoint's config.json, as read by `compressor.checkpoint.read_config`.
+    """
+    has_head = any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+    return config_task(config) if has_head else None
+
+
 class DataFiles:
     """The data of one run or command: each file loaded once, the training rows sampled as `DataSpec` says.
 
     A file read for a model with named labels is mapped to that model's label ids (by name, or integer labels as
-    ids); without a model's labels, the training file defines them and the validation file follows it.
+    ids); without a model's labels, the training file defines them and the validation file follows it. The task
+    (regression or classification) is the model's when it has a trained head, else `DataSpec.task`, else the
+    training file's (see compressor/task.py); the validation file follows it.
     """
 
     def __init__(self, spec: DataSpec) -> None:
@@ -89,18 +116,24 @@ class DataFiles:
         value = getattr(self.spec, which)
         return None if value is None else Path(value)
 
-    def train(self, id2label: dict[int, str] | None = None, *, sample: bool = True) -> Any:
-        """The training rows (a seeded sample of `max_train_samples` when `sample`), or None without a file."""
-        rows = self._load("train", id2label)
+    def train(self, id2label: dict[int, str] | None = None, *, sample: bool = True, task: str | None = None) -> Any:
+        """The training rows (a seeded sample of `max_train_samples` when `sample`), or None without a file.
+
+        Args:
+            task: the model's task when it has a trained head (`model_task`); the data must fit it.
+        """
+        rows = self._load("train", id2label, task)
         if rows is None or not sample:
             return rows
         return rows.sample(self.spec.max_train_samples, seed=self.spec.seed)
 
-    def eval(self, id2label: dict[int, str] | None = None) -> Any:
-        """The validation rows, or None without a file; labels follow `id2label`, else the training file's."""
+    def eval(self, id2label: dict[int, str] | None = None, *, task: str | None = None) -> Any:
+        """The validation rows, or None without a file; labels (and the task) follow `id2label` and `task`, else
+        the training file's."""
         if id2label is None and self.spec.train is not None and self.spec.eval is not None:
-            id2label = self.train(sample=False).id2label
-        return self._load("eval", id2label)
+            train = self.train(sample=False, task=task)
+            id2label, task = train.id2label, train.task
+        return self._load("eval", id2label, task)
 
     def require(self, which: str, stage: str) -> Path:
         path = self.path(which)
@@ -109,13 +142,23 @@ class DataFiles:
             raise ConfigError(f"{stage} needs {'training' if which == 'train' else 'validation'} data: pass {flag}")
         return path
 
-    def _load(self, which: str, id2label: dict[int, str] | None) -> Any:
+    def _load(self, which: str, id2label: dict[int, str] | None, task: str | None) -> Any:
         path = self.path(which)
         if path is None:
             return None
-        key = (which, None if id2label is None else tuple(sorted(id2label.items())))
+        wanted = self.spec.task
+        if task is not None and wanted not in ("auto", task):
+            raise ConfigError(
+                f"`task` is {wanted} but the model is a trained {task} model; drop `task` or start from a base encoder"
+            )
+        # A regression model reads its data as scores. A classifier's data stays `auto` (unless told), so scores
+        # given to a classifier are recognised as such and refused with a message that says so.
+        task = REGRESSION if task == REGRESSION else wanted
+        if task == REGRESSION:
+            id2label = None  # a regression head's label map is generic: the scores are read as they are
+        key = (which, None if id2label is None else tuple(sorted(id2label.items())), task)
         if key not in self._cache:
-            rows = load_data(path, id2label=id2label, **self.spec.columns)
+            rows = load_data(path, id2label=id2label, task=task, **self.spec.columns)
             if id2label is not None:
                 check_matches_model(rows, len(id2label), "the model")
             self._cache[key] = rows

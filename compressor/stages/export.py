@@ -11,8 +11,8 @@ from compressor.checkpoint import load_model, model_fingerprint, read_config, re
 from compressor.data import load_data
 from compressor.errors import ConfigError
 from compressor.schema import build_strict
-from compressor.stages.base import Context, StageBase
-from compressor.stages.context import model_labels, resolve_path
+from compressor.stages.base import Context, StageBase, score_fields
+from compressor.stages.context import model_labels, model_task, resolve_path
 from exporters.onnx.config import ExportConfig
 
 
@@ -42,29 +42,35 @@ class ExportStage(StageBase):
 
         path = resolve_model_path(ctx.model)
         labels = model_labels(read_config(path))
+        task = model_task(read_config(path))
         model, tokenizer = load_model(ctx.model)
         calibration = None
         if config.quantize == "static":
             if config.calibration_data is not None:
                 calibration = load_data(config.calibration_data, require_labels=False).texts
             elif ctx.data.path("train") is not None:
-                calibration = ctx.data.train(labels).texts
+                calibration = ctx.data.train(labels, task=task).texts
         source = {"model": str(ctx.model), "path": str(path), "weights_sha256_16": model_fingerprint(path)}
         report = export_onnx(
             model,
             config,
             tokenizer=tokenizer,
             out_dir=ctx.out,
-            eval_data=ctx.data.eval(labels),
+            eval_data=ctx.data.eval(labels, task=task),
             calibration_texts=calibration,
             source=source,
             stages=list(ctx.history),
         )
-        manifest, accuracy = report.manifest, report.accuracy or {}
+        manifest, accuracy = report.manifest, report.accuracy or report.regression or {}
+        regression = {}
+        if report.regression is not None:  # the final graph's pearson (the score), spearman and mse; fp32's too
+            regression = score_fields(report.regression["final"]) | {"regression_fp32": report.regression["fp32"]}
         return {
-            "accuracy": accuracy.get("final"),
-            "accuracy_fp32": accuracy.get("fp32"),
+            "accuracy": None if report.regression else accuracy.get("final"),
+            "accuracy_fp32": None if report.regression else accuracy.get("fp32"),
             "accuracy_samples": accuracy.get("samples"),
+            **regression,
+            "task": manifest.get("task"),
             "params": manifest["params"]["total"],
             "model_bytes": report.model_bytes,
             "quantize": report.quantize,
@@ -78,7 +84,7 @@ class ExportStage(StageBase):
 
     def row(self, summary: dict[str, Any]) -> dict[str, str]:
         cells = super().row(summary)
-        if summary.get("accuracy") is not None and summary.get("accuracy_samples"):
+        if cells["accuracy"] != "-" and summary.get("accuracy_samples"):
             cells["accuracy"] += f" ({summary['accuracy_samples']} rows)"
         size = summary.get("model_bytes")
         cells["note"] = f"{summary.get('quantize')}, {summary.get('fusion')} graph" + (
@@ -89,6 +95,8 @@ class ExportStage(StageBase):
     def describe(self, summary: dict[str, Any]) -> str:
         agreement = summary.get("agreement")
         gate = "" if agreement is None else f", int8 agrees with fp32 on {100 * agreement:.1f}%"
+        if agreement is not None and summary.get("task") == "regression":  # the gate's R² against fp32's scores
+            gate = f", int8 scores R² {agreement:.4f} against fp32's"
         excluded = summary.get("excluded_nodes") or []
         kept = f", {len(excluded)} nodes kept fp32" if excluded else ""
         timings = ", ".join(f"{k} {v:.2f} ms" for k, v in (summary.get("timings_ms") or {}).items())

@@ -5,10 +5,10 @@ Output directory (written whole; the Trainer's checkpoints for resuming live in 
     delta.safetensors    (HiWi) instead: only the base tensors it changed, merged, under their stock names
     method.json          the method config (kind, version, fields)
     train.json           the training config
-    labels.json          id2label
+    labels.json          id2label (a regression head's is {"0": "LABEL_0"}: one output)
     base.json            the base checkpoint reference and its weights fingerprint
     structure.json       only when the method changed the structure before training (Pruning-Adapter)
-    metrics.json         accuracy, loss, trainable/total parameters, wall time
+    metrics.json         accuracy (regression: pearson, spearman, mse), loss, trainable/total parameters, wall time
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from compressor.checkpoint import load_model, model_fingerprint, resolve_model_path
+from compressor.checkpoint import load_model, model_fingerprint, read_config, resolve_model_path
 from compressor.errors import ConfigError, MergeError
 from compressor.fs import atomic_dir
 from compressor.schema import build_strict, config_from_dict, config_to_dict, load_json, save_json
-from compressor.stages.base import Context, StageBase
+from compressor.stages.base import Context, StageBase, score_fields
+from compressor.stages.context import model_task
 from compressor.train.config import TrainConfig
 
 ADAPTER_NAME = "adapter.safetensors"
@@ -94,10 +95,11 @@ class FinetuneStage(StageBase):
         from compressor.methods.api import finetune
         from compressor.methods.base import adapter_state
 
-        train = ctx.data.train()
+        task = model_task(read_config(resolve_model_path(ctx.model)))  # a trained head's task decides the data's
+        train = ctx.data.train(task=task)
         if train is None:
             raise ConfigError("finetune needs training data: pass --data")
-        val = ctx.data.eval(train.id2label)
+        val = ctx.data.eval(train.id2label, task=train.task)
         work = partial_dir(ctx.out)
         if not ctx.resume:
             shutil.rmtree(work, ignore_errors=True)
@@ -148,9 +150,10 @@ class FinetuneStage(StageBase):
                     metrics["stored_share"] = metrics["adapter_bytes"] / model_bytes
                 save_json(tmp / "metrics.json", metrics)
             shutil.rmtree(work, ignore_errors=True)
+        evaluated = {k.removeprefix("eval_"): v for k, v in metrics.items() if k.startswith("eval_")}
         return {
             "method": config.method,
-            "accuracy": metrics.get("eval_accuracy"),
+            **score_fields(evaluated),
             "params": result.total,
             "trainable": result.trainable,
             "metrics": metrics,
@@ -160,11 +163,16 @@ class FinetuneStage(StageBase):
         return super().row(summary) | {"note": f"method {summary.get('method')}"}
 
     def describe(self, summary: dict[str, Any]) -> str:
-        acc = summary.get("accuracy")
+        acc, score = summary.get("accuracy"), summary.get("score")
         trainable, total = summary.get("trainable") or 0, summary.get("params") or 1
+        quality = ""
+        if acc is not None:
+            quality = f", validation accuracy {acc:.4f}"
+        elif score is not None:
+            quality = f", validation {summary.get('metric')} {score:.4f}"
         return (
             f"{summary.get('method')}: trained {trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)"
-            + (f", validation accuracy {acc:.4f}" if acc is not None else "")
+            + quality
         )
 
 
@@ -241,7 +249,10 @@ def logit_gap(trained: Any, other: Any, tokenizer: Any) -> float:
     """Max |Δlogit| between two models on PARITY_TEXTS (each on its own device)."""
     import torch
 
+    from compressor.arch.parts import model_inputs
+
     enc = tokenizer(PARITY_TEXTS, padding=True, return_tensors="pt")
+    enc = {k: v for k, v in enc.items() if k in model_inputs(trained)}  # DistilBERT takes no token_type_ids
     outputs = []
     with torch.no_grad():
         for model in (trained, other):

@@ -50,10 +50,12 @@ class MergeStage(StageBase):
     def run(self, ctx: Context, config: MergeConfig) -> dict[str, Any]:
         import torch
 
+        from compressor.arch.parts import model_inputs
         from compressor.methods.api import merge
 
         model, tokenizer, method = load_adapter_dir(Path(ctx.adapter), base=config.base)
         enc = tokenizer(PARITY_TEXTS, padding=True, return_tensors="pt")
+        enc = {k: v for k, v in enc.items() if k in model_inputs(model)}  # DistilBERT takes no token_type_ids
         with torch.no_grad():
             before = model(**enc).logits.float()
             merged = merge(model).eval()

@@ -13,10 +13,11 @@ from compressor.errors import ConfigError
 from compressor.fs import atomic_dir, is_main_process
 from compressor.prune.config import PruneConfig
 from compressor.schema import build_strict
-from compressor.stages.base import STAGES, Context, StageBase, StageView
+from compressor.stages.base import STAGES, Context, StageBase, StageView, score_fields
 from compressor.stages.context import model_labels, resolve_path
 from compressor.stages.rundir import read_json
 from compressor.stages.tables import structure_table
+from compressor.task import config_task
 
 PLAN_FROM_ANALYSE = "analyse"  # `plan: analyse` follows the plan of the recipe's analyse stage
 VOCAB_FROM_TRAIN = "train"  # `vocab: train` keeps the token ids of the training data
@@ -73,10 +74,11 @@ class PruneStage(StageBase):
             if ctx.plan is None or not plan.is_file():
                 raise ConfigError("prune `plan: analyse` needs an analyse stage with a `budget` before it")
             config = dataclasses.replace(config, plan=str(plan))
-        base = self._update_base(ctx, config) if config.heads_by == "update" else None
+        base = self._update_base(ctx, config) if config.uses_update_base else None
         model, tokenizer = load_model(ctx.model)
         labels = model_labels(model.config.to_dict()) or {int(k): v for k, v in model.config.id2label.items()}
-        train = ctx.data.train(labels, sample=False) if self.data(config).get("train") else None
+        task = config_task(model.config.to_dict())
+        train = ctx.data.train(labels, sample=False, task=task) if self.data(config).get("train") else None
         if self.data(config).get("train") and train is None:
             raise ConfigError("recovery and `vocab: train` need training data: pass --data")
         vocab = None
@@ -94,7 +96,7 @@ class PruneStage(StageBase):
             config,
             tokenizer=tokenizer,
             data=train,
-            eval_data=ctx.data.eval(labels),
+            eval_data=ctx.data.eval(labels, task=task),
             vocab_data=vocab,
             base=base,
             work_dir=work,
@@ -106,7 +108,7 @@ class PruneStage(StageBase):
                 save_model(model, tokenizer, tmp)
             shutil.rmtree(work, ignore_errors=True)
         return {
-            "accuracy": report.accuracy,
+            **score_fields(report.metrics),
             "params": report.params_after,
             "params_before": report.params_before,
             "structure": report.structure,
@@ -115,11 +117,12 @@ class PruneStage(StageBase):
             "recovery": report.recovery,
             "iterations": report.iterations,
             "vocab": report.vocab,
+            "unstructured": report.unstructured,
         }
 
     @staticmethod
     def _update_base(ctx: Context, config: PruneConfig) -> Any:
-        """The checkpoint fine-tuning started from, for `heads_by: update` (a path, `minilm`, or `finetune`)."""
+        """The checkpoint fine-tuning started from, for ranking by the update (a path, `minilm`, or `finetune`)."""
         ref = config.update_base
         if ref == BASE_FROM_FINETUNE:
             recorded = read_json(Path(ctx.adapter) / "base.json") if ctx.adapter is not None else None
@@ -149,6 +152,10 @@ class PruneStage(StageBase):
             )
         if summary.get("accuracy") is not None:
             text += f"; validation accuracy {summary['accuracy']:.4f}"
+        elif summary.get("score") is not None:
+            text += f"; validation {summary.get('metric')} {summary['score']:.4f}"
+        elif summary.get("score") is not None:
+            text += f"; validation {summary.get('metric')} {summary['score']:.4f}"
         return text
 
     def sections(self, view: StageView) -> list[tuple[str, list[Any]]]:

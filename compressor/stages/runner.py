@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from compressor.fs import check_out_dir, out_lock
-from compressor.schema import config_to_dict, save_json
+from compressor.schema import config_to_dict, hash_record, save_json
 from compressor.stages.base import Context, Stage
-from compressor.stages.context import DataFiles, check_inputs_outside
+from compressor.stages.context import DataFiles, DataSpec, check_inputs_outside
 from compressor.stages.recipe import Recipe, load_recipe, parse_recipe, path_keys
 from compressor.stages.recipe_text import apply_overrides
 from compressor.stages.report import write_report
@@ -100,10 +100,10 @@ def run_pipeline(
         for entry in recipe.stages:
             stage, config = entry.stage, entry.config
             reads = stage.data(config)
-            record = {"config": config_to_dict(config)}
+            record = {"config": hash_record(config)}
             inputs = slots.inputs(stage, config)
             if reads:
-                record["data"] = config_to_dict(recipe.data)["fields"]
+                record["data"] = _data_record(recipe.data)
                 for which in reads:
                     path = data.path(which)
                     if path is not None:
@@ -132,6 +132,11 @@ def run_pipeline(
         run.write_index(prune_stale=True)
         md, html = write_report(out_dir)
     return RunResult(out_dir, recipe, run.stages, md, html, dict(slots.artifacts))
+
+
+def _data_record(spec: DataSpec) -> dict[str, Any]:
+    """The data settings a stage's hash covers (`task` only when set: runs recorded before it existed resume)."""
+    return hash_record(spec)["fields"]
 
 
 def run_stage(stage: Stage, ctx: Context, config: Any, *, force: bool = False, inputs: list[Any] = ()) -> dict:

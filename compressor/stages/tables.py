@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from compressor.arch.table import ARCHS
+
 
 def structure_table(
     before: dict[str, Any] | None, after: dict[str, Any] | None
@@ -47,8 +49,12 @@ def layer_rows(config: dict[str, Any] | None) -> list[dict[str, int]]:
     rows = structure_rows(config.get("compressor_structure"))
     if rows:
         return rows
-    heads, ffn = int(config.get("num_attention_heads", 0)), int(config.get("intermediate_size", 0))
+    model_type = config.get("model_type")
+    if model_type not in ARCHS:
+        return []
+    arch = ARCHS.get(model_type)  # DistilBERT's config.json names them n_heads / hidden_dim / n_layers
+    heads, ffn = int(config.get(arch.heads_key, 0)), int(config.get(arch.intermediate_key, 0))
     return [
         {"layer": i, "source": i, "heads": heads, "intermediate": ffn}
-        for i in range(int(config.get("num_hidden_layers", 0)))
+        for i in range(int(config.get(arch.layers_key, 0)))
     ]

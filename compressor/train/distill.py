@@ -65,7 +65,8 @@ def distillation_loss(
     attention_weight: float = 0.0,
     layer_map: LayerMap | None = None,
 ) -> ExtraLoss:
-    """λ·T²·KL(teacher ‖ student) on the logits at temperature T, plus the layer-wise terms when their weights are
+    """λ·T²·KL(teacher ‖ student) on the logits at temperature T (λ·MSE of the scores for a one-output regression
+    head, where there is no distribution to soften: T is unused), plus the layer-wise terms when their weights are
     positive: `hidden_weight`·MSE of each student layer's output against its teacher layer's, and
     `attention_weight`·KL of each kept head's attention distribution against the teacher's same head (real tokens
     only). The teacher's outputs are computed on the fly, without gradients.
@@ -83,7 +84,7 @@ def distillation_loss(
         feed = {k: v for k, v in inputs.items() if k != "labels"}
         with torch.no_grad():
             t_out = teacher(**feed, output_hidden_states=hidden_weight > 0, output_attentions=attention_weight > 0)
-        total = weight * kl_divergence(outputs.logits, t_out.logits, temperature)
+        total = weight * logit_loss(outputs.logits, t_out.logits, temperature)
         mask = inputs["attention_mask"].bool()  # (batch, seq)
         if hidden_weight > 0:
             total = total + hidden_weight * hidden_loss(outputs.hidden_states, t_out.hidden_states, layer_map, mask)
@@ -131,6 +132,14 @@ def attention_loss(
     if not terms:
         return mask.new_zeros((), dtype=torch.float32)
     return torch.stack(terms).mean()
+
+
+def logit_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The output term of distillation: T²·KL over the classes, or for regression (one output) the MSE between
+    the student's and the teacher's scores (a softmax over one output is constant, so KL would teach nothing)."""
+    if student_logits.shape[-1] == 1:
+        return nn.functional.mse_loss(student_logits.float(), teacher_logits.float())
+    return kl_divergence(student_logits, teacher_logits, temperature)
 
 
 def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -18,7 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.arch.parts import max_tokens, model_inputs
 from compressor.data import LabelledData
+from compressor.task import REGRESSION_METRICS, regression_metrics
 from compressor.train.config import TrainConfig, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,8 @@ def tokenize(data: LabelledData, tokenizer: Any, max_length: int) -> Any:
 
 def fit_length(model: nn.Module, max_length: int) -> int:
     """`max_length`, lowered to the model's position embeddings (longer inputs would not fit the model)."""
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    # RoBERTa's position table holds padding_idx + 1 fewer tokens than its size
+    limit = max_tokens(model) if hasattr(model, "config") else None
     if isinstance(limit, int) and max_length > limit:  # the model's limit, not the user's mistake: info, not warning
         logger.info(
             "max_length %d exceeds the model's %d positions; truncating inputs to %d", max_length, limit, limit
@@ -72,10 +75,16 @@ class TrainResult:
 
 
 def _compute_metrics(pred: Any) -> dict[str, float]:
+    """Accuracy of the arg-max; for a one-output (regression) head, Pearson, Spearman and MSE of the scores."""
     import numpy as np
 
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    if logits.ndim == 2 and logits.shape[-1] == 1:
+        return regression_metrics(logits, pred.label_ids)
     return {"accuracy": float((np.argmax(logits, axis=-1) == pred.label_ids).mean())}
+
+
+EVAL_KEYS = ("accuracy", *REGRESSION_METRICS, "loss")  # what `train` keeps of an evaluation, as `eval_<key>`
 
 
 def train(
@@ -160,7 +169,7 @@ def train(
             if last is not None and last[0] == out.global_step
             else trainer.evaluate(ignore_keys=list(EXTRA_OUTPUTS))
         )
-        metrics.update({"eval_accuracy": float(ev["eval_accuracy"]), "eval_loss": float(ev["eval_loss"])})
+        metrics.update({f"eval_{k}": float(ev[f"eval_{k}"]) for k in EVAL_KEYS if f"eval_{k}" in ev})
     model.eval()
     return TrainResult(metrics, seconds, int(out.global_step), trainer.is_world_process_zero())
 
@@ -241,6 +250,8 @@ def _report_progress(trainer: Any, quiet: bool) -> Any:
             parts = [f"loss {sum(losses) / len(losses):.4f}" if losses else "loss -"]
             if metrics and "eval_accuracy" in metrics:
                 parts.append(f"accuracy {metrics['eval_accuracy']:.4f}")
+            elif metrics and "eval_pearson" in metrics:
+                parts.append(f"pearson {metrics['eval_pearson']:.4f}")
             if rates:
                 parts.append(f"lr {rates[-1]:.1e}")
             epochs = getattr(state, "num_train_epochs", 0) or args.num_train_epochs  # the real count under max_steps
@@ -281,22 +292,31 @@ def evaluate(
     max_length: int = 128,
     device: str | None = None,
 ) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of `model` on `data`, streamed in batches."""
+    """Accuracy and mean cross-entropy of `model` on `data`, streamed in batches; for regression data, Pearson,
+    Spearman and the mean squared error (`loss` is the MSE too)."""
     model.eval()
     max_length = fit_length(model, max_length)
+    inputs = model_inputs(model)
     dev = next(model.parameters()).device if device is None else torch.device(device)
     correct = total = 0
     loss_sum = 0.0
+    scores: list[float] = []
     texts, pairs, labels = data.texts, data.text_pairs, data.labels
     for start in range(0, len(texts), batch_size):
         chunk = texts[start : start + batch_size]
         args = (chunk, pairs[start : start + batch_size]) if pairs else (chunk,)
         enc = tokenizer(*args, truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(dev)
+        logits = model(**{k: v for k, v in enc.items() if k in inputs}).logits  # only what the model reads
+        total += len(chunk)
+        if data.is_regression:
+            scores += logits[:, 0].float().cpu().tolist()
+            continue
         y = torch.tensor(labels[start : start + batch_size], device=dev)
-        logits = model(**enc).logits
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(-1) == y).sum())
-        total += len(chunk)
+    if data.is_regression:
+        metrics = regression_metrics(scores, labels)
+        return metrics | {"loss": metrics["mse"], "examples": float(total)}
     return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1), "examples": float(total)}
 
 

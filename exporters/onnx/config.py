@@ -43,7 +43,10 @@ class ExportConfig:
     )
     gate: float = field(
         default=0.99,
-        metadata={"help": "Minimum agreement of int8 with fp32 predictions; below it, nodes stay fp32 one by one."},
+        metadata={
+            "help": "Minimum agreement of int8 with fp32 predictions (regression: R² of the int8 scores against "
+            "fp32's); below it, nodes stay fp32 one by one."
+        },
     )
     eval_samples: int = field(default=500, metadata={"help": "Sentences drawn from the evaluation data for the gate."})
     eval_batch: int = field(
@@ -117,3 +120,4 @@ class ExportReport:
     excluded_nodes: list[str]
     accuracy: dict[str, Any] | None
     manifest: dict[str, Any]
+    regression: dict[str, Any] | None = None  # a regression model's metrics of fp32 and the final graph

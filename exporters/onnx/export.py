@@ -19,11 +19,12 @@ from typing import Any
 import onnx
 import torch
 
-from compressor.arch.parts import count_parameters, eval_mode
+from compressor.arch.parts import count_parameters, eval_mode, max_tokens
 from compressor.arch.structure import ensure_structure
 from compressor.errors import ConfigError, ExportError, ModelError, ParityError
 from compressor.fs import atomic_dir, check_out_dir
 from compressor.schema import config_to_dict
+from compressor.task import REGRESSION, config_task
 from exporters.manifest import MODEL_NAME, write_manifest
 from exporters.onnx import optimize, sessions, sparse, validate
 from exporters.onnx.config import ExportConfig, ExportReport
@@ -41,10 +42,11 @@ UNFUSED = "+sum-norms"  # suffix of a candidate whose residual norms ORT cannot 
 
 
 def spec_for(model: torch.nn.Module) -> ExportSpec:
+    """The model's export spec, with the inputs this model reads (no token_type_ids where it takes none)."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in EXPORT_SPECS:
         raise ModelError(f"no ONNX export spec for model type `{model_type}`; supported: {', '.join(EXPORT_SPECS)}")
-    return EXPORT_SPECS.get(model_type)
+    return EXPORT_SPECS.get(model_type).for_config(model.config)
 
 
 def trace_feed(tokenizer: Any, spec: ExportSpec) -> sessions.Feed:
@@ -99,12 +101,16 @@ def export_onnx(
         out_dir: the artifact directory; written beside it and renamed into place, replacing an existing one only
             on success (the CLI asks for --force first).
         eval_data: LabelledData; its texts (a sample of `config.eval_samples`) drive parity and the int8 gate,
-            and its labels give the accuracy in the manifest.
+            and its labels give the accuracy in the manifest (for a regression model: pearson, spearman, mse).
         calibration_texts: text for static int8 calibration (also the gate's sample when there is no eval data).
         source: what the model came from (path, hash), recorded in the manifest.
         stages: earlier stages' records (name and config) to carry into the manifest.
     """
     spec = spec_for(model)
+    if config.fuse == "on" and not spec.fusion:
+        raise ConfigError(
+            f"ONNX Runtime has no transformer fusion for {spec.model_type}; export with --fuse auto or --fuse off"
+        )
     opset = config.opset or spec.opset
     atol = config.parity_atol or spec.atol
     _check_lengths(model, config)
@@ -113,6 +119,12 @@ def export_onnx(
     _check_disk_space(model, out_dir)
     structure = _structure(model)
     sample = validate.eval_sample(eval_data, calibration_texts, config.eval_samples, model.config.id2label)
+    if eval_data is not None and sample.regression != (config_task(model.config.to_dict()) == REGRESSION):
+        kind = "regression scores" if sample.regression else "class labels"
+        raise ConfigError(
+            f"evaluation data `{sample.source}` has {kind} but the model is a {config_task(model.config.to_dict())} "
+            "model; pass evaluation data of the model's task"
+        )
     if config.quantize == "static" and not calibration_texts and eval_data is None:
         logger.warning("static int8 without calibration data: calibrating on %d built-in sentences", len(sample))
     settings = None
@@ -144,9 +156,12 @@ def export_onnx(
         fusion: dict[str, Any] = {"mode": config.fuse}
         if config.fuse in ("off", "auto"):
             candidates["plain"] = plain
-        if config.fuse in ("on", "auto"):
+        if not spec.fusion:
+            fusion["unavailable"] = f"ONNX Runtime has no transformer fusion for {spec.model_type}"
+        elif config.fuse in ("on", "auto"):
+            counted = _fusion_structure(structure, model)
             fused = _fused_candidate(
-                plain, work / "fused.onnx", spec, structure, config, torch_ref, check_feeds, atol, fusion
+                plain, work / "fused.onnx", spec, counted, config, torch_ref, check_feeds, atol, fusion
             )
             if fused is not None:
                 candidates["fused"] = fused
@@ -228,8 +243,15 @@ def export_onnx(
             final_logits = sessions.run_logits(sessions.make_session(finals[choice]), feeds)
         shutil.rmtree(work)
 
-        accuracy = None
-        if sample.labels is not None:
+        accuracy = regression = None
+        if sample.labels is not None and sample.regression:  # pearson, spearman, mse of fp32 and of the final graph
+            regression = {
+                "data": sample.source,
+                "samples": len(sample),
+                "fp32": validate.quality(fp32_logits, sample),
+                "final": validate.quality(final_logits, sample),
+            }
+        elif sample.labels is not None:
             accuracy = {
                 "data": sample.source,
                 "samples": len(sample),
@@ -259,7 +281,9 @@ def export_onnx(
                 "timed": f"final graphs ({config.quantize if settings else 'fp32'})",
             },
             "parity": {"max_abs_diff": parity, "atol": atol, "samples": len(torch_ref)},
+            "task": config_task(model.config.to_dict()),
             "accuracy": accuracy,
+            "regression": regression,
             "latency": {
                 **timings[choice],
                 "batch": config.batch,
@@ -275,6 +299,7 @@ def export_onnx(
             "eval_sample": {"source": sample.source, "samples": len(sample)},
             "opset": opset,
             "max_length": config.max_length,
+            "max_positions": max_tokens(model),  # what the runtime may pad to (RoBERTa: the table less its offset)
             "inputs": list(spec.inputs),
             "outputs": list(spec.outputs),
         }
@@ -292,6 +317,7 @@ def export_onnx(
         agreement=gate.agreement if gate is not None else None,
         excluded_nodes=list(gate.excluded_nodes) if gate is not None else [],
         accuracy=accuracy,
+        regression=regression,
         manifest=manifest,
     )
 
@@ -362,8 +388,18 @@ def _structure(model: torch.nn.Module) -> dict[str, Any]:
     return copy.deepcopy(ensure_structure(SimpleNamespace(config=copy.deepcopy(model.config))))
 
 
+def _fusion_structure(structure: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+    """`structure` plus the GELUs of the FFN adapters a merge kept (AdaMix adapter experts), which ORT fuses too."""
+    from compressor.arch.adapters import adapter_record
+
+    record = adapter_record(model)
+    if record is None or record["activation"] != "gelu":
+        return structure
+    return {**structure, "adapter_gelus": len(record["layers"])}
+
+
 def _check_lengths(model: torch.nn.Module, config: ExportConfig) -> None:
-    limit = getattr(model.config, "max_position_embeddings", None)
+    limit = max_tokens(model)  # RoBERTa's position table holds padding_idx + 1 fewer tokens than its size
     for name in ("max_length", "seq_len"):
         if limit is not None and getattr(config, name) > limit:
             flag = name.replace("_", "-")

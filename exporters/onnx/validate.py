@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from compressor.errors import ParityError
+from compressor.task import fidelity, regression_metrics
 from exporters.onnx.sessions import Feed, make_session, run_logits
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,9 @@ class EvalSample:
 
     texts: list[str]
     pairs: list[str] | None
-    labels: list[int] | None
+    labels: list[int] | list[float] | None  # class ids, or a regression's scores
     source: str
+    regression: bool = False
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -58,6 +60,8 @@ def eval_sample(
     """Eval-data rows (a fixed-seed sample of `n`), else calibration text, else the built-in sentences."""
     if eval_data is not None:
         data = eval_data.sample(n, seed=0)
+        if data.is_regression:
+            return EvalSample(data.texts, data.text_pairs, list(data.labels), str(data.path), regression=True)
         return EvalSample(data.texts, data.text_pairs, model_label_ids(data, id2label), str(data.path))
     if calibration_texts:
         return EvalSample(list(calibration_texts)[:n], None, None, "calibration text")
@@ -114,9 +118,19 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def agreement(reference: np.ndarray, logits: np.ndarray) -> float:
-    """Share of rows whose predicted class is the same."""
+    """Share of rows whose predicted class is the same; for one-output regression, the R² of the scores against
+    the reference's (`compressor.task.fidelity`: the share of the reference scores' variance reproduced)."""
+    if reference.ndim == 2 and reference.shape[-1] == 1:
+        return fidelity(reference, logits)
     return float(np.mean(reference.argmax(axis=-1) == logits.argmax(axis=-1)))
 
 
 def accuracy(logits: np.ndarray, labels: Sequence[int]) -> float:
     return float(np.mean(logits.argmax(axis=-1) == np.asarray(labels)))
+
+
+def quality(logits: np.ndarray, sample: EvalSample) -> dict[str, float]:
+    """The sample's metrics of these outputs: `accuracy`, or a regression's pearson, spearman and mse."""
+    if sample.regression:
+        return regression_metrics(logits, sample.labels or [])
+    return {"accuracy": accuracy(logits, sample.labels or [])}

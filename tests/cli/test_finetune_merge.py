@@ -110,3 +110,47 @@ def test_every_config_field_is_an_option(command: str, groups: list[str]) -> Non
                 continue
             flag = f.metadata.get("flag", "--" + f.name.replace("_", "-")).split("/")[0]
             assert flag in help_text, f"{command}: no {flag} for {name}.{f.name}"
+
+
+def test_adamix_adapter_experts_from_the_command_line(
+    files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch,  # noqa: ANN001
+    capsys,  # noqa: ANN001
+) -> None:
+    """`-O experts=adapter`: the run trains bottleneck-adapter experts; merge keeps one averaged adapter per layer,
+    which the merged checkpoint rebuilds on load (same logits as the trained model), and prune keeps it."""
+    run, merged, pruned = tmp_path / "run", tmp_path / "merged", tmp_path / "pruned"
+    args = ["finetune", str(files["base"]), "-d", str(files["train"]), "-m", "adamix", "-O", "experts=adapter"]
+    args += ["-O", "bottleneck=4", "-O", "num_experts=2", "--max-steps", "2", "--batch-size", "8", "--out", str(run)]
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    fields = json.loads((run / "method.json").read_text())["fields"]
+    assert (fields["experts"], fields["num_experts"], fields["bottleneck"]) == ("adapter", 2, 4)
+    code, _, err = run_cli(["merge", str(run), "--out", str(merged)], monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads((merged / "config.json").read_text())["compressor_adapter"]["layers"] == [0, 1]
+    trained, tokenizer, _ = load_adapter_dir(run)
+    batch = encode(tokenizer)
+    loaded, _ = load_model(merged)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, trained(**batch).logits, atol=1e-4, rtol=1e-4)
+    code, _, err = run_cli(
+        ["prune", str(merged), "--heads", "0.5", "--ffn", "0.5", "--out", str(pruned)], monkeypatch, capsys
+    )
+    assert code == 0, err
+    assert json.loads((pruned / "config.json").read_text())["compressor_adapter"]["layers"] == [0, 1]
+    load_model(pruned)
+
+
+def test_adamix_expert_count_under_the_form_option_is_a_usage_error(
+    files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch,  # noqa: ANN001
+    capsys,  # noqa: ANN001
+) -> None:
+    args = ["finetune", str(files["base"]), "-d", str(files["train"]), "-m", "adamix", "-O", "experts=4"]
+    code, _, err = run_cli([*args, "--out", str(tmp_path / "run")], monkeypatch, capsys)
+    assert_one_line_error(
+        code, err, 2, "`experts` must be one of lora, adapter (the number of experts is `num_experts`)"
+    )

@@ -160,3 +160,18 @@ def test_prune_heads_by_update_ranks_against_the_base(
     code, _, err = run_cli([*args, "--out", str(tmp_path / "y")], monkeypatch, capsys)
     assert_one_line_error(code, err, 2, "`heads_by: update` needs `heads`")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    # DSEE's unstructured step from the CLI: in each kept q/v matrix the half fine-tuning moved least is zeroed
+    with torch.no_grad():  # the first half of the input columns of every query moved further
+        for layer in tuned.bert.encoder.layer:
+            layer.attention.self.query.weight[:, :16] += 0.2
+    save_model(tuned, tokenizer, tmp_path / "tuned2")
+    args = ["prune", str(tmp_path / "tuned2"), "--heads", "0.5", "--heads-by", "update", "--update-base"]
+    extra = [str(files["ckpt"]), "--unstructured", "0.5", "--unstructured-by", "update"]
+    code, _, err = run_cli([*args, *extra, "--out", str(tmp_path / "z")], monkeypatch, capsys)
+    assert code == 0, err
+    pruned, _ = load_model(tmp_path / "z")
+    for layer in pruned.bert.encoder.layer:
+        query = layer.attention.self.query.weight  # (2 heads · 8, 32)
+        assert (query[:, 16:] == 0).all() and not (query[:, :16] == 0).any()
+        value = layer.attention.self.value.weight
+        assert int((value == 0).sum()) == value.numel() // 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,12 @@ def _load(path: Path, options: dict[str, Any]) -> LabelledData | None:
     assert len(data.texts) == len(data.labels) == n
     assert all(isinstance(t, str) for t in data.texts)
     assert data.text_pairs is None or (len(data.text_pairs) == n and all(isinstance(t, str) for t in data.text_pairs))
-    assert all(isinstance(y, int) for y in data.labels)
-    if options.get("require_labels", True):
+    if data.is_regression:  # numeric labels, not all whole numbers: scores (compressor/task.py)
+        assert options.get("require_labels", True) and options.get("task", "auto") != "classification"
+        assert all(isinstance(y, float) and math.isfinite(y) for y in data.labels)
+        assert data.id2label == {0: "LABEL_0"} and (options.get("id2label") is None or len(options["id2label"]) == 1)
+    elif options.get("require_labels", True):
+        assert all(isinstance(y, int) for y in data.labels)
         assert all(y in data.id2label for y in data.labels)
         if options.get("id2label") is None:  # a map built from the data: ids 0..n-1, every one used
             assert sorted(data.id2label) == list(range(data.num_labels)) == sorted(set(data.labels))

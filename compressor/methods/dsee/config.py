@@ -23,7 +23,8 @@ class DseeConfig:
     support_size: int = field(
         default=16,
         metadata={
-            "help": "N: entries per matrix in the sparse support M (the sparse term trains N values per matrix)."
+            "help": "N: entries per matrix in the sparse support M (the sparse term trains N values per matrix); "
+            "0 = no sparse term (low-rank only, for ablations)."
         },
     )
     support: str = field(
@@ -66,8 +67,10 @@ class DseeConfig:
     def __post_init__(self) -> None:
         for name in ("rank", "support_size", "iterations", "rank_step"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
+            least = 0 if name == "support_size" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                kind = "a non-negative" if least == 0 else "a positive"
+                raise ConfigError(f"`{name}` must be {kind} integer, got {value!r}")
         cap = self.decompose_rank
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
             raise ConfigError(f"`decompose_rank` must be a positive integer or unset, got {self.decompose_rank!r}")

@@ -89,6 +89,8 @@ def find_support(weight: torch.Tensor, cfg: DseeConfig, generator: torch.Generat
     """Flat indices (sorted, distinct) of the N support entries of one (out, in) weight matrix."""
     numel = weight.numel()
     n = min(cfg.support_size, numel)
+    if n == 0:  # low-rank only: no support to find
+        return torch.zeros(0, dtype=torch.long)
     if cfg.support == "random":
         return torch.randperm(numel, generator=generator)[:n].sort().values
     if cfg.support == "magnitude":

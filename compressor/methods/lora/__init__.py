@@ -53,7 +53,7 @@ def inject_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=target_module_names(model, cfg.targets),
-        modules_to_save=[arch_of(model).classifier],
+        modules_to_save=arch_of(model).head_modules(),
     )
     return get_peft_model(model, peft_cfg)
 

@@ -16,9 +16,17 @@ A_STD = 0.01  # Pruning-Adapter: A ~ N(0, 0.01²)
 
 
 def add_lora(
-    model: nn.Module, targets: dict[str, int], *, rank: int, alpha: float, dropout: float, classifier: str, seed: int
+    model: nn.Module,
+    targets: dict[str, int],
+    *,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    classifier: list[str],
+    seed: int,
 ) -> nn.Module:
-    """Wrap `model` in a peft model with LoRA on `targets` (full module name → rank); the classifier trains too."""
+    """Wrap `model` in a peft model with LoRA on `targets` (full module name → rank); the `classifier` modules (the
+    task head's) train too."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType, get_peft_model
 
@@ -29,7 +37,7 @@ def add_lora(
         lora_dropout=dropout,
         target_modules=list(targets),
         rank_pattern={re.escape(name): r for name, r in targets.items() if r != rank},
-        modules_to_save=[classifier],
+        modules_to_save=list(classifier),
         init_lora_weights=True,
     )
     wrapped = get_peft_model(model, peft_cfg)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.arch.parts import arch_of, encoder_linears
+from compressor.arch.parts import arch_of, encoder_linears, model_inputs
 from compressor.arch.structure import ensure_structure, summary
 from compressor.arch.surgery import prune_heads_
 from compressor.errors import ConfigError, ModelError
@@ -68,6 +68,7 @@ def prepare_pruning_adapter(model: nn.Module, cfg: PruningAdapterConfig, data: A
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         num_labels=model.config.num_labels,
+        inputs=model_inputs(model),
     )
     importance = head_importance(model, batches, normalise=False)  # (layers, heads), NaN past a layer's heads
     keep = plan_heads(importance, cfg.heads_fraction)
@@ -110,7 +111,13 @@ def inject_pruning_adapter(model: nn.Module, cfg: PruningAdapterConfig) -> nn.Mo
     if not targets:
         raise ModelError("Pruning-Adapter found no q/k/v projections (every head was removed?)")
     wrapped = add_lora(
-        model, targets, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout, classifier=arch.classifier, seed=cfg.seed
+        model,
+        targets,
+        rank=cfg.rank,
+        alpha=cfg.alpha,
+        dropout=cfg.dropout,
+        classifier=arch.head_modules(),
+        seed=cfg.seed,
     )
     for module in wrapped.modules():
         if isinstance(module, nn.LayerNorm):

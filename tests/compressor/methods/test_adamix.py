@@ -40,7 +40,7 @@ def mixtures(model: torch.nn.Module) -> dict[str, AdamixLinear]:
 
 
 def test_trainable_set_and_count() -> None:
-    model = ADAMIX.inject(tiny_model(0), AdamixConfig(experts=3, rank=2))
+    model = ADAMIX.inject(tiny_model(0), AdamixConfig(num_experts=3, rank=2))
     assert set(mixtures(model)) == {
         f"bert.encoder.layer.{i}.attention.self.{p}" for i in (0, 1) for p in ("query", "value")
     }
@@ -61,7 +61,7 @@ def test_zero_initialised_up_projection_leaves_logits_unchanged(batch: dict[str,
 
 def test_routing_is_uniform_seeded_and_per_layer(batch: dict[str, torch.Tensor]) -> None:
     def draws(seed: int) -> list[tuple[int | None, ...]]:
-        model = ADAMIX.inject(tiny_model(0), AdamixConfig(experts=4, rank=2, seed=seed)).train()
+        model = ADAMIX.inject(tiny_model(0), AdamixConfig(num_experts=4, rank=2, seed=seed)).train()
         out = []
         with torch.no_grad():
             for _ in range(30):
@@ -78,7 +78,7 @@ def test_routing_is_uniform_seeded_and_per_layer(batch: dict[str, torch.Tensor])
 
 
 def test_only_the_routed_expert_gets_gradient(batch: dict[str, torch.Tensor]) -> None:
-    model = ADAMIX.inject(tiny_model(0), AdamixConfig(experts=4, rank=2, dropout=0.0))
+    model = ADAMIX.inject(tiny_model(0), AdamixConfig(num_experts=4, rank=2, dropout=0.0))
     perturb_(model)
     model.train()
     model(**batch, labels=LABELS).loss.backward()
@@ -91,7 +91,7 @@ def test_only_the_routed_expert_gets_gradient(batch: dict[str, torch.Tensor]) ->
 
 def test_merge_is_the_average_of_the_expert_updates(batch: dict[str, torch.Tensor]) -> None:
     original = tiny_model(0).state_dict()
-    model = ADAMIX.inject(tiny_model(0), AdamixConfig(experts=3, rank=2))
+    model = ADAMIX.inject(tiny_model(0), AdamixConfig(num_experts=3, rank=2))
     perturb_(model)
     expected = {}
     with torch.no_grad():
@@ -113,7 +113,7 @@ def test_merge_is_the_average_of_the_expert_updates(batch: dict[str, torch.Tenso
 
 
 def test_eval_uses_the_averaged_expert_not_a_routed_one(batch: dict[str, torch.Tensor]) -> None:
-    model = ADAMIX.inject(tiny_model(0), AdamixConfig(experts=2, rank=2, dropout=0.0))
+    model = ADAMIX.inject(tiny_model(0), AdamixConfig(num_experts=2, rank=2, dropout=0.0))
     perturb_(model)
     with torch.no_grad():
         evals = [model.eval()(**batch).logits for _ in range(2)]
@@ -124,7 +124,7 @@ def test_eval_uses_the_averaged_expert_not_a_routed_one(batch: dict[str, torch.T
 
 
 def test_consistency_loss_is_symmetric_kl_with_stop_gradient(batch: dict[str, torch.Tensor]) -> None:
-    model = ADAMIX.inject(tiny_model(0), AdamixConfig(experts=4, rank=2, dropout=0.0, consistency=2.0))
+    model = ADAMIX.inject(tiny_model(0), AdamixConfig(num_experts=4, rank=2, dropout=0.0, consistency=2.0))
     # the weight travels with every mixture (a wrapper such as DDP's keeps the modules, not model attributes)
     assert [m.consistency for m in mixtures(model).values()] == [2.0] * 4
     assert not hasattr(model, "adamix_consistency")
@@ -162,7 +162,7 @@ def test_consistency_loss_off_or_in_eval_skips_the_second_pass(batch: dict[str, 
 
 
 def test_restore_from_adapter_state_reproduces_logits(batch: dict[str, torch.Tensor]) -> None:
-    cfg = AdamixConfig(experts=3, rank=2)
+    cfg = AdamixConfig(num_experts=3, rank=2)
     trained = ADAMIX.inject(tiny_model(0), cfg)
     perturb_(trained)
     restored = ADAMIX.inject(tiny_model(0), cfg)
@@ -174,7 +174,11 @@ def test_restore_from_adapter_state_reproduces_logits(batch: dict[str, torch.Ten
 @pytest.mark.parametrize(
     ("values", "field"),
     [
-        ({"experts": 0}, "experts"),
+        ({"num_experts": 0}, "num_experts"),
+        ({"experts": 3}, "experts"),
+        ({"experts": "prefix"}, "experts"),
+        ({"bottleneck": 0}, "bottleneck"),
+        ({"activation": "swish"}, "activation"),
         ({"rank": -1}, "rank"),
         ({"alpha": 0}, "alpha"),
         ({"dropout": 1.0}, "dropout"),

@@ -139,9 +139,13 @@ def test_single_class_data_is_refused(base: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "work").exists()  # refused before training started
 
 
-@pytest.mark.parametrize("method", METHODS.names())
+# every method with its defaults, plus the other forms of a method (their options)
+RUN_CASES = {name: (name, {}) for name in METHODS.names()} | {"adamix-adapter": ("adamix", {"experts": "adapter"})}
+
+
+@pytest.mark.parametrize("case", sorted(RUN_CASES))
 def test_every_method_through_run_directories_merges_to_the_trained_logits(
-    method: str, base: Path, train_file: Path, tmp_path: Path
+    case: str, base: Path, train_file: Path, tmp_path: Path
 ) -> None:
     """finetune writes a run directory; merge reads it back from disk (a fresh base + the saved adapter) and its
     checkpoint gives the logits of the model as trained, loaded from the run directory."""
@@ -149,7 +153,8 @@ def test_every_method_through_run_directories_merges_to_the_trained_logits(
     from compressor.stages.merge import MergeConfig
     from tests.models import run_stage_to
 
-    config = FinetuneConfig(method=method, options=METHODS.get(method).config_cls(), train=FAST)
+    method, options = RUN_CASES[case]
+    config = FinetuneConfig(method=method, options=METHODS.get(method).config_cls(**options), train=FAST)
     summary = run_stage_to("finetune", config, tmp_path / "run", model=base, train=train_file)
     assert summary["method"] == method
     trained, tokenizer, found = load_adapter_dir(tmp_path / "run")

@@ -61,7 +61,7 @@ def _dsee_layers(model: torch.nn.Module) -> list[DseeLinear]:
     [
         ("rank", 0),
         ("alpha", 0.0),
-        ("support_size", 0),
+        ("support_size", -1),
         ("support", "largest"),
         ("threshold", -0.1),
         ("iterations", 0),
@@ -75,6 +75,19 @@ def _dsee_layers(model: torch.nn.Module) -> list[DseeLinear]:
 def test_config_rejects_bad_values(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         DseeConfig(**{field: value})
+
+
+def test_support_size_zero_is_low_rank_only_and_merges_exactly() -> None:
+    # the ablation's "sparse part off at equal rank": no support entries, S trains nothing
+    model = inject_dsee(tiny_model(), DseeConfig(rank=2, support_size=0))
+    layers = _dsee_layers(model)
+    assert layers and all(m.dsee_index.numel() == 0 and m.dsee_S.numel() == 0 for m in layers)
+    for m in layers:
+        torch.nn.init.normal_(m.dsee_B, std=0.05)
+        x = torch.randn(3, m.base_layer.in_features)
+        expected = m.base_layer(x) + m.scale * (x @ m.dsee_A.T @ m.dsee_B.T)
+        torch.testing.assert_close(m(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(m.delta_weight(), m.scale * m.dsee_B @ m.dsee_A)
 
 
 def test_config_round_trips_through_json() -> None:

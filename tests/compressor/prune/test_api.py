@@ -31,7 +31,11 @@ from tests.models import encode, tiny_model, tiny_tokenizer, write_tiny_data
         ({"heads_by": "gradient", "heads": 0.25}, "`heads_by` must be one of magnitude, update"),
         ({"heads_by": "update", "heads": 0.25}, "needs `heads` .* and `update_base`"),
         ({"heads_by": "update", "update_base": "minilm"}, "needs `heads`"),
-        ({"update_base": "minilm", "heads": 0.25}, "only used with `heads_by: update`"),
+        ({"update_base": "minilm", "heads": 0.25}, "only used with `heads_by: update` or `unstructured_by: update`"),
+        ({"unstructured": 1.0}, "`unstructured` must be a share in"),
+        ({"unstructured": 0.5, "unstructured_by": "gradient"}, "`unstructured_by` must be one of magnitude, update"),
+        ({"unstructured": 0.5, "unstructured_roles": ["query", "qkv"]}, "`unstructured_roles` must be"),
+        ({"unstructured": 0.5, "unstructured_by": "update"}, "`unstructured_by: update` needs `update_base`"),
         ({"schedule": "cosine"}, "`schedule`"),
         ({"recover": "distill", "recover_steps": 2, "iterations": 3}, "`recover_steps`"),
         ({"recover": "distill", "recover_method": "nope"}, "nope"),
@@ -180,3 +184,51 @@ def test_heads_by_update_keeps_the_heads_fine_tuning_moved(iterations: int) -> N
     assert [e["heads"] for e in structure_of(by_magnitude)["layers"]] == [[0, 2], [1, 3]]
     with pytest.raises(ConfigError, match="needs the base checkpoint"):
         prune_(tiny_model(), config)
+
+
+def _zeros(model: torch.nn.Module, roles: tuple[str, ...] = ("query", "value")) -> dict[str, torch.Tensor]:
+    return {
+        name: (p == 0)
+        for name, p in model.named_parameters()
+        if name.endswith(".weight") and any(f".{r}." in name for r in roles)
+    }
+
+
+def test_unstructured_by_update_zeroes_what_fine_tuning_left_and_keeps_it_through_distillation(
+    tmp_path: Path,
+) -> None:
+    """DSEE's unstructured step: the q/v entries fine-tuning moved least become zero, and stay zero while the
+    recovery trains every weight."""
+    base = tiny_model(seed=5)
+    model = copy.deepcopy(base)
+    moved = {}
+    with torch.no_grad():  # "fine-tuning" moved a random quarter of each q/v matrix, by more than any weight
+        for name, p in model.named_parameters():
+            if name.endswith(("query.weight", "value.weight")):
+                mask = torch.rand(p.shape, generator=torch.Generator().manual_seed(len(moved))) < 0.25
+                p.add_(mask * 0.5)
+                moved[name] = mask
+    data = load_data(write_tiny_data(tmp_path / "train.tsv", 16))
+    config = PruneConfig(
+        heads=0.25, unstructured=0.6, unstructured_by="update", update_base="base", recover_steps=3, batch_size=4
+    )
+    report = prune_(model, config, tokenizer=tiny_tokenizer(tmp_path / "tok"), data=data, base=base, quiet=True)
+    zeros = _zeros(model)
+    expected = sum(round(0.6 * z.numel()) for z in zeros.values())
+    assert report.unstructured["zeroed"] == sum(int(z.sum()) for z in zeros.values()) == expected
+    assert report.recovery["distill"]["steps"] == 3  # recovery trained, yet the zeros held
+    for name, z in zeros.items():  # heads were cut first: compare the kept rows of the moved mask
+        kept_rows = torch.tensor(
+            [8 * h + i for h in structure_of(model)["layers"][int(name.split(".")[3])]["heads"] for i in range(8)]
+        )
+        assert not (z & moved[name][kept_rows]).any(), name  # no moved entry was zeroed
+    # by magnitude instead: the smallest |W| go, whatever moved
+    by_magnitude = copy.deepcopy(base)
+    report = prune_(by_magnitude, PruneConfig(heads=0.25, unstructured=0.5, unstructured_roles=["ffn_in"]))
+    weights = [p for n, p in by_magnitude.named_parameters() if n.endswith("intermediate.dense.weight")]
+    for w in weights:
+        threshold = w.abs().flatten().kthvalue(w.numel() // 2).values
+        assert int((w == 0).sum()) == w.numel() // 2 and w.abs()[w != 0].min() >= threshold
+    assert report.unstructured["matrices"] == len(weights)
+    with pytest.raises(ConfigError, match="needs the base checkpoint"):
+        prune_(tiny_model(), PruneConfig(unstructured=0.5, unstructured_by="update", update_base="b", heads=0.25))

@@ -267,6 +267,8 @@ def test_sample_recipes_listed() -> None:
 def tiny_overrides(recipe: Path, tiny: dict[str, Path]) -> list[str]:
     """--set items that shrink a sample recipe to seconds: tiny model and data, a few steps, few timing runs."""
     items = [f"model={tiny['model']}", f"data.train={tiny['train']}", f"data.eval={tiny['eval']}"]
+    if load_recipe(recipe).data.text_pair_column is not None:  # the tiny sentiment files hold single sentences
+        items.append("data.text_pair_column=null")
     per_stage = {
         "analyse": ["samples=16"],
         "finetune": ["train.max_steps=2", "train.batch_size=8", "train.epochs=1"],

@@ -5,22 +5,24 @@ from pathlib import Path
 import onnx
 import pytest
 
-from exporters.onnx.export import torch_to_onnx, trace_feed
+from exporters.onnx.export import spec_for, torch_to_onnx, trace_feed
 from exporters.onnx.specs import EXPORT_SPECS
-from tests.models import tiny_model
+from tests.families import FAMILIES, family_model, family_tokenizer
 
-CASES = {"bert": tiny_model}  # a tiny model per registered export spec
+CASES = sorted(FAMILIES)  # a tiny model and tokenizer of its kind per row of the family table
 
 
 def test_every_registered_spec_is_tested() -> None:
-    assert set(CASES) == set(EXPORT_SPECS.names())
+    assert {FAMILIES[row].model_type for row in CASES} == set(EXPORT_SPECS.names())
 
 
-@pytest.mark.parametrize("model_type", sorted(CASES))
-def test_export_matches_the_declared_signature(model_type: str, tokenizer, tmp_path: Path) -> None:
-    spec = EXPORT_SPECS.get(model_type)
-    model = CASES[model_type]()
+@pytest.mark.parametrize("row", CASES)
+def test_export_matches_the_declared_signature(row: str, tmp_path: Path) -> None:
+    tokenizer = family_tokenizer(row, tmp_path / "tok")
+    model = family_model(row, tokenizer)
+    spec = spec_for(model)
     assert model.config.model_type == spec.model_type
+    assert spec.inputs == FAMILIES[row].inputs  # no token_type_ids where the model reads none
     path = tmp_path / "model.onnx"
     torch_to_onnx(model, trace_feed(tokenizer, spec), spec, path, opset=spec.opset)
     graph = onnx.load(str(path)).graph
