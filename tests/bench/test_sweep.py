@@ -85,6 +85,7 @@ def test_a_tiny_sweep_runs_and_records_its_headline(tmp_path: Path) -> None:
     section = (docs / "benchmarks.md").read_text(encoding="utf-8")
     assert "<!-- bench:tiny -->" in section and "## A tiny sweep" in section and "`half-2`: analyse" in section
     assert "p50 ms real lengths" in section
+    assert "Each setting over its rows (seeds):" in section and "| half-* | " in section  # the seeds summarised
     assert "- **Headline** (mean of `half-1`, `half-2`): accuracy " in section
     assert "  - ≤ 1000 MB: " in section and "  - ≥ 1000× faster than optimum-fp32: " in section
     assert section.count(": **met**") == 1 and section.count(": **not met**") == 1
@@ -117,3 +118,17 @@ def test_verdicts_name_each_target_met_or_not() -> None:
     assert verdicts(record | {"accuracy": 0.88}, {"accuracy_drop_pt": 1.0}) == [
         "  - accuracy within 1 pt of the teacher: +1.20 pt below: **not met**"
     ]
+
+
+def test_matrix_runs_expand_and_group_over_seeds() -> None:
+    from bench.sweep import expand
+
+    runs = expand(
+        [
+            {"name": "r{rank}-s{seed}", "matrix": {"seed": [1, 2], "rank": [8, 16]}, "set": ["a={rank}", "{{x: 1}}"]},
+            {"name": "plain", "set": ["b=1"]},
+        ]
+    )
+    assert [r["name"] for r in runs] == ["r8-s1", "r16-s1", "r8-s2", "r16-s2", "plain"]
+    assert [r["group"] for r in runs] == ["r8-s*", "r16-s*", "r8-s*", "r16-s*", "plain"]
+    assert runs[1]["set"] == ["a=16", "{x: 1}"] and runs[4]["set"] == ["b=1"]
