@@ -112,6 +112,18 @@ def encoder_modules(model: nn.Module, roles: list[str] | tuple[str, ...], kind: 
     return found
 
 
+@torch.no_grad()
+def zero_smallest_(weight: torch.Tensor, score: torch.Tensor, share: float) -> torch.Tensor:
+    """Set the round(share · numel) entries of `weight` with the smallest `score` to zero, in place (ties broken by
+    `topk`, deterministically); returns the keep-mask (True = kept), shaped like `weight`."""
+    keep = torch.ones_like(weight, dtype=torch.bool)
+    k = round(share * weight.numel())
+    if k:
+        keep.view(-1)[torch.topk(score.float().reshape(-1), k, largest=False).indices] = False
+    weight.mul_(keep)
+    return keep
+
+
 def count_parameters(model: nn.Module, *, encoder_only: bool = False) -> int:
     if encoder_only:
         return sum(p.numel() for p in encoder_layers(model).parameters())

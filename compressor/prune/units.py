@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from compressor.arch.parts import encoder_linears
+from compressor.arch.parts import encoder_linears, zero_smallest_
 from compressor.arch.structure import is_pruned, structure_of
 from compressor.arch.surgery import apply_structure_, drop_layers_, prune_ffn_, prune_heads_, prune_hidden_
 from compressor.errors import PruneError
@@ -92,12 +92,7 @@ def unstructured_mask_(
         if base is not None and reference[name].weight.shape != weight.shape:
             raise PruneError(f"`{name}`: the base checkpoint has another shape; pass the checkpoint fine-tuning used")
         score = weight.abs() if base is None else (weight - reference[name].weight.to(weight)).abs()
-        keep = torch.ones_like(weight, dtype=torch.bool)  # (out, in)
-        k = round(share * weight.numel())
-        if k:
-            keep.view(-1)[torch.topk(score.float().reshape(-1), k, largest=False).indices] = False
-        weight.mul_(keep)
-        masks[f"{name}.weight"] = keep
+        masks[f"{name}.weight"] = zero_smallest_(weight, score, share)
     return masks
 
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from compressor.arch.parts import arch_of, encoder_layers, encoder_linears, head_size
+from compressor.arch.parts import arch_of, encoder_layers, encoder_linears, head_size, zero_smallest_
 from compressor.arch.structure import ensure_structure, structure_of
 from compressor.arch.surgery import prune_heads_
 from compressor.arch.table import LINEAR_ROLES
@@ -146,12 +146,7 @@ def dsee_magnitude_prune_(
         raise PruneError(f"`sparsity` must be in [0, 1), got {sparsity!r}")
     zeroed = 0
     for _, linear in encoder_linears(model, list(roles)):
-        weight = linear.weight
-        k = round(sparsity * weight.numel())
-        if k:
-            smallest = torch.topk(weight.detach().abs().reshape(-1), k, largest=False).indices  # (k,)
-            weight.view(-1)[smallest] = 0
-            zeroed += k
+        zeroed += int((~zero_smallest_(linear.weight, linear.weight.abs(), sparsity)).sum())
     return zeroed
 
 
