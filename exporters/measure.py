@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -43,6 +44,13 @@ class BenchmarkConfig:
     threads: int = field(default=2, metadata={"help": "ONNX Runtime intra-op threads per session."})
     batch: int = field(default=1, metadata={"help": "Examples per latency run."})
     seq_len: int = field(default=128, metadata={"help": "Fixed sequence length: inputs padded/truncated to it."})
+    fill: bool = field(
+        default=True,
+        metadata={
+            "help": "Fill the fixed-length input with real text (sentences joined, then truncated to seq_len), so "
+            "every position is a token; off: one sentence padded to seq_len (mostly masked positions)."
+        },
+    )
     real_lengths: bool = field(
         default=False, metadata={"help": "Also measure at the data's real sentence lengths (needs data)."}
     )
@@ -209,8 +217,8 @@ def benchmark(
     texts = data.texts[:1000] if data is not None else [FILLER]
     pairs = data.text_pairs[:1000] if data is not None and data.text_pairs else None
 
-    batch_texts = [texts[i % len(texts)] for i in range(config.batch)]
-    batch_pairs = None if pairs is None else [pairs[i % len(pairs)] for i in range(config.batch)]
+    batch_texts = fixed_rows(texts, config.batch, seq_len=config.seq_len, fill=config.fill)
+    batch_pairs = None if pairs is None else fixed_rows(pairs, config.batch, seq_len=config.seq_len, fill=config.fill)
     fixed_feeds = [[rt.encode(batch_texts, batch_pairs, pad_to=config.seq_len)] for rt in runtimes]
     fixed = [
         Latency.from_times(t, config.batch, config.seq_len)
@@ -273,6 +281,30 @@ def benchmark(
     return BenchmarkReport(
         config=config, machine=machine_info(config.threads), results=results, data=data_path, task=task
     )
+
+
+def fixed_rows(texts: Sequence[str], rows: int, *, seq_len: int, fill: bool) -> list[str]:
+    """The texts of the fixed-length feed, one per row, row i starting at sentence i.
+
+    With `fill`, a row joins sentences until it is surely longer than `seq_len` tokens (over 12 characters per
+    token), so that truncation leaves no padding: the timing then covers seq_len real tokens, as a long input
+    would. Without, a row is one sentence, padded to seq_len by the caller.
+    """
+    if not texts:
+        raise ConfigError("the fixed-length feed needs at least one text")
+    if not fill:
+        return [texts[i % len(texts)] for i in range(rows)]
+    out = []
+    for i in range(rows):
+        parts: list[str] = []
+        size, k = 0, i
+        while size <= 12 * seq_len and k < i + 100 * len(texts):  # the bound stops on all-empty texts
+            part = texts[k % len(texts)]
+            parts.append(part)
+            size += len(part) + 1
+            k += 1
+        out.append(" ".join(parts))
+    return out
 
 
 def profile_ops(

@@ -244,7 +244,9 @@ def _relative_errors(
     """Mean over channels (last axis) of ‖int8 − fp32‖ / ‖fp32‖ per float tensor, over all feeds.
 
     Per channel, because one outlier channel would otherwise dominate the norm and hide that every other
-    channel of the same tensor was rounded to zero — the failure the gate exists for.
+    channel of the same tensor was rounded to zero — the failure the gate exists for. A tensor whose last axis
+    is not channels but the sequence (attention scores, which static int8 quantizes too) changes size between
+    feeds of different lengths: it is measured as a whole.
     """
     sessions = [make_session(with_outputs(m, tensors)) for m in (fp32, int8)]
     diff_sq: dict[str, np.ndarray] = {}
@@ -259,8 +261,13 @@ def _relative_errors(
             a, b = results[0].get(name), results[1].get(name)
             if not _comparable(a, b):
                 continue
-            a64 = a.astype(np.float64).reshape(-1, a.shape[-1])  # (rows, channels)
-            d64 = a64 - b.astype(np.float64).reshape(-1, a.shape[-1])
+            channels = a.shape[-1]
+            if name in diff_sq and diff_sq[name].size not in (1, channels):  # the last axis varies: whole tensor
+                diff_sq[name], ref_sq[name] = diff_sq[name].sum(keepdims=True), ref_sq[name].sum(keepdims=True)
+            if name in diff_sq and diff_sq[name].size == 1:
+                channels = 1
+            a64 = a.astype(np.float64).reshape(-1, channels)  # (rows, channels)
+            d64 = a64 - b.astype(np.float64).reshape(-1, channels)
             diff_sq[name] = diff_sq.get(name, 0.0) + np.sum(d64**2, axis=0)
             ref_sq[name] = ref_sq.get(name, 0.0) + np.sum(a64**2, axis=0)
     errors = {}

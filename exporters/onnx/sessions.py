@@ -11,16 +11,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from exporters.measure import fixed_rows
+from exporters.runtime import session_options
+
 Feed = dict[str, np.ndarray]
 
 
 def make_session(model: Path | str | bytes, *, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session with ORT's default (full) graph optimisations, as the runtime uses them."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: ORT warns about unused initializers left by fusion
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+    """A CPU session with the runtime's settings (full graph optimisations, denormals flushed to zero), so that
+    what the export measures and chooses is what the runtime runs."""
+    options = session_options(threads)
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
@@ -100,7 +100,7 @@ def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> bytes:
 
 def timing_feed(tokenizer: Any, texts: Sequence[str], input_names: Sequence[str], *, batch: int, seq_len: int) -> Feed:
     """A (batch, seq_len) feed of real text, padded to exactly seq_len."""
-    rows = [" ".join(texts)] * batch  # long enough to fill seq_len with real tokens in most cases
+    rows = fixed_rows(texts, batch, seq_len=seq_len, fill=True)  # seq_len real tokens, as the benchmark times them
     return encode(tokenizer, rows, None, input_names, max_length=seq_len, pad_to=seq_len)
 
 

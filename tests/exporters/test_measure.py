@@ -164,3 +164,32 @@ def test_profile_table_sets_artifacts_side_by_side() -> None:
     assert rows[0] == ["MatMul", "3.00 (60%)", "-"]
     assert rows[2] == ["other", "0.50 (10%)", "0.80 (80%)"]
     assert rows[3] == ["all nodes", "5.00 (100%)", "1.00 (100%)"]
+
+
+def test_the_fixed_feed_is_seq_len_real_tokens_unless_asked_to_pad(artifacts: list[Path], data) -> None:  # noqa: ANN001
+    from exporters.measure import fixed_rows
+
+    runtime = Runtime(artifacts[0])
+    rows = fixed_rows(data.texts, 3, seq_len=16, fill=True)
+    assert [r.split(" ")[: len(t.split(" "))] for r, t in zip(rows, data.texts, strict=False)] == [
+        t.split(" ") for t in data.texts[:3]
+    ]  # row i starts at sentence i
+    feed = runtime.encode(rows, pad_to=16)
+    assert feed["input_ids"].shape == (3, 16) and feed["attention_mask"].all()  # no padding left
+    padded = runtime.encode(fixed_rows(data.texts, 3, seq_len=16, fill=False), pad_to=16)
+    assert not padded["attention_mask"].all()  # the tiny data's sentences are shorter than 16 tokens
+    assert len(fixed_rows(["", ""], 2, seq_len=16, fill=True)) == 2  # ends on empty texts
+    with pytest.raises(ConfigError, match="at least one text"):
+        fixed_rows([], 1, seq_len=16, fill=True)
+    report = benchmark(artifacts[:1], BenchmarkConfig(**FAST, fill=False), data=data)
+    assert report.config.fill is False
+
+
+def test_every_session_flushes_denormals(artifacts: list[Path]) -> None:
+    # a masked attention score's softmax output is denormal: without the flush, x86 runs it on a slow path
+    from exporters.onnx.sessions import make_session
+    from exporters.runtime import DENORMAL_AS_ZERO, session_options
+
+    assert session_options(1).get_session_config_entry(DENORMAL_AS_ZERO) == "1"
+    for session in (Runtime(artifacts[0], threads=1).session, make_session(artifacts[0] / "model.onnx", threads=1)):
+        assert session.get_session_options().get_session_config_entry(DENORMAL_AS_ZERO) == "1"

@@ -176,3 +176,21 @@ def test_excluded_weights_go_int8_only_while_the_gate_holds(tokenizer, sentences
         assert gate["excluded_nodes_int8_weights"] == stored  # stored int8 when the gate holds and it is not slower
         inits = {i.name for i in onnx.load(str(out_dir / "model.onnx")).graph.initializer}
         assert any(name.endswith("_int8") for name in inits) == bool(stored)
+
+
+def test_rank_handles_static_int8_whose_attention_tensors_change_length_between_feeds(tokenizer, tmp_path) -> None:
+    # static QDQ quantizes the attention MatMuls too: their outputs' last axis is the sequence, which differs
+    # from one batch to the next (each is padded to its own longest sentence)
+    from exporters.onnx.quantize import rank_nodes
+    from exporters.onnx.sessions import batches
+    from tests.exporters.onnx.conftest import random_sentences
+
+    spec = EXPORT_SPECS.get("bert")
+    fp32 = tmp_path / "model.onnx"
+    torch_to_onnx(tiny_model(), trace_feed(tokenizer, spec), spec, fp32, opset=17)
+    feeds = batches(tokenizer, random_sentences(24), None, spec.inputs, max_length=64, batch_size=4)
+    assert len({f["input_ids"].shape[1] for f in feeds}) > 1  # the lengths do differ
+    quantize_graph(fp32, tmp_path / "int8.onnx", QuantSettings("static", False, False), calibration=feeds)
+    ranking = dict(rank_nodes(onnx.load(str(fp32)), onnx.load(str(tmp_path / "int8.onnx")), feeds))
+    scores = next(name for name in ranking if name.endswith("attention/self/MatMul"))  # Q·Kᵀ: (…, seq, seq)
+    assert np.isfinite(list(ranking.values())).all() and ranking[scores] != 0.0
