@@ -109,6 +109,13 @@ def _print_checkpoint(info: dict[str, Any]) -> None:
     )
     if info.get("vocab"):
         console.print(f"vocabulary: {_kv(info['vocab'])}", markup=False)
+    if info.get("adapter"):
+        adapter = info["adapter"]
+        console.print(
+            f"kept adapters: bottleneck {adapter['bottleneck']}, {adapter['activation']}, after the FFN output of "
+            f"layers {', '.join(map(str, adapter['layers']))}",
+            markup=False,
+        )
     console.print(_layers_table("layers", info["layers"]))
 
 

@@ -21,12 +21,20 @@ def command(
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Classify each line of this UTF-8 file.")] = None,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads (default: one per core).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per ONNX Runtime call.")] = 32,
+    pairs: Annotated[
+        bool,
+        typer.Option(
+            "--pairs",
+            help="Each input is TEXT<TAB>SECOND: the two segments of a sentence-pair model (NLI, paraphrase, STS).",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Print one JSON line {"label": …, "score": …} per input text (arguments, --file lines, or stdin lines); for
     a regression artifact {"score": …}, the predicted value.
 
     Example: compressor predict runs/artifact "a gripping, beautifully shot film"
+    Pairs:   printf 'A man plays a guitar.\tSomeone makes music.\n' | compressor predict runs/sts --pairs
     """
     from cli._options import setup
 
@@ -48,13 +56,35 @@ def command(
             raise ConfigError('no input: pass TEXT arguments, --file F, or pipe lines on stdin (`echo "text" | ...`)')
         batches = _stdin_batches(sys.stdin, batch_size)
     try:
+        seen = 0
         for batch in batches:
+            second = None
+            if pairs:
+                batch, second = _split_pairs(batch, seen)
+            seen += len(batch)
+            results = runtime.predict(batch, second, batch_size=batch_size)
             out = sys.stdout
-            out.write("".join(_json_line(r) + "\n" for r in runtime.predict(batch, batch_size=batch_size)))
+            out.write("".join(_json_line(r) + "\n" for r in results))
             out.flush()  # a pipe is block-buffered: without this, answers would wait for 8 KB of others
     except BrokenPipeError:
         # The reader went away (`| head -1`): a normal end of the output, not an error.
         _discard_stdout()
+
+
+def _split_pairs(lines: list[str], seen: int) -> tuple[list[str], list[str]]:
+    """Each line's two segments, split at its first tab; `seen` inputs came before (for the error's number)."""
+    from compressor.errors import DataError
+
+    firsts, seconds = [], []
+    for k, line in enumerate(lines):
+        first, tab, second = line.partition("\t")
+        if not tab:
+            raise DataError(
+                f"input {seen + k + 1} has no tab: with --pairs each input is TEXT<TAB>SECOND ({line[:40]!r})"
+            )
+        firsts.append(first)
+        seconds.append(second)
+    return firsts, seconds
 
 
 def _json_line(result: dict) -> str:

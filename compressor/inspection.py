@@ -146,6 +146,7 @@ def op_counts(model_path: Path) -> dict[str, int]:
 
 def inspect_checkpoint(path: Path) -> dict[str, Any]:
     """Per-layer heads and FFN width (from `compressor_structure`) and parameter counts, total and per layer."""
+    from compressor.arch.adapters import adapter_record
     from compressor.arch.parts import count_parameters, encoder_layers
     from compressor.arch.structure import is_pruned, structure_of
     from compressor.checkpoint import load_model, read_config
@@ -165,6 +166,7 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         "labels": {str(k): v for k, v in (raw.get("id2label") or {}).items()},
         "pruned": is_pruned(structure),
         "vocab": structure.get("vocab"),
+        "adapter": adapter_record(model),  # AdaMix's kept bottleneck adapters (None without)
         "params": {"total": count_parameters(model), "encoder": count_parameters(model, encoder_only=True)},
         "weights_bytes": weights.stat().st_size,
         "layers": layers,

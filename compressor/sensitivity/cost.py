@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from compressor.arch.adapters import adapter_record
 from compressor.arch.parts import (
     arch_of,
     attention_heads,
@@ -107,18 +108,40 @@ def layer_fixed_flops(hidden: int, seq_len: int) -> int:
     return seq_len * hidden * (4 + 2 * 5)
 
 
+def adapter_params(hidden: int, bottleneck: int) -> int:
+    """A kept bottleneck adapter (AdaMix's merged experts): down (r, d) + bias, up (d, r) + bias."""
+    return 2 * hidden * bottleneck + bottleneck + hidden
+
+
+def adapter_flops(hidden: int, bottleneck: int, seq_len: int) -> int:
+    """Its two projections with biases, the activation (≈ 8 FLOPs per element) and the residual add."""
+    return seq_len * (4 * hidden * bottleneck + bottleneck * (1 + 8) + 2 * hidden)
+
+
+def _adapter_share(model: nn.Module) -> tuple[int, float]:
+    """(bottleneck, share of layers holding an adapter); (0, 0.0) without adapters."""
+    record = adapter_record(model)
+    if record is None:
+        return 0, 0.0
+    return int(record["bottleneck"]), len(record["layers"]) / max(1, len(encoder_layers(model)))
+
+
 def analytic_costs(model: nn.Module, metric: str, *, seq_len: int = 128, width: int | None = None) -> UnitCosts:
-    """Per-unit `params` or `flops` (at `seq_len`) of the model's encoder, at its width or at `width`."""
+    """Per-unit `params` or `flops` (at `seq_len`) of the model's encoder, at its width or at `width`.
+
+    A bottleneck adapter kept in the layers (AdaMix with adapter experts) is part of a layer's fixed cost: exact
+    when every layer has one (as AdaMix puts them), spread evenly over the layers otherwise.
+    """
     hidden, head_dim = width or hidden_width(model), head_size(model)
+    bottleneck, share = _adapter_share(model)
     if metric == "params":
-        return UnitCosts("params", head_params(hidden, head_dim), neuron_params(hidden), layer_fixed_params(hidden))
+        fixed = layer_fixed_params(hidden) + (share * adapter_params(hidden, bottleneck) if bottleneck else 0)
+        return UnitCosts("params", head_params(hidden, head_dim), neuron_params(hidden), fixed)
     if metric == "flops":
-        return UnitCosts(
-            "flops",
-            head_flops(hidden, head_dim, seq_len),
-            neuron_flops(hidden, seq_len),
-            layer_fixed_flops(hidden, seq_len),
+        fixed = layer_fixed_flops(hidden, seq_len) + (
+            share * adapter_flops(hidden, bottleneck, seq_len) if bottleneck else 0
         )
+        return UnitCosts("flops", head_flops(hidden, head_dim, seq_len), neuron_flops(hidden, seq_len), fixed)
     raise ConfigError(f"cost metric must be params or flops (latency is measured); got {metric!r}")
 
 

@@ -141,6 +141,9 @@ def test_adamix_adapter_experts_from_the_command_line(
     assert code == 0, err
     assert json.loads((pruned / "config.json").read_text())["compressor_adapter"]["layers"] == [0, 1]
     load_model(pruned)
+    code, out, err = run_cli(["inspect", str(pruned)], monkeypatch, capsys)
+    assert code == 0, err
+    assert "kept adapters: bottleneck 4, gelu, after the FFN output of layers 0, 1" in out
 
 
 def test_adamix_expert_count_under_the_form_option_is_a_usage_error(

@@ -69,6 +69,23 @@ def test_predict_usage_errors(artifact: Path, tmp_path: Path, monkeypatch, capsy
     assert_one_line_error(code, err, 1, "not found")
 
 
+def test_predict_pairs_splits_each_input_at_its_first_tab(artifact: Path, tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001, E501
+    firsts, seconds = ["a man plays a guitar", "the film", ""], ["someone makes music\tloudly", "", "an empty first"]
+    lines = [f"{a}\t{b}" for a, b in zip(firsts, seconds, strict=True)]
+    (tmp_path / "pairs.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, out, err = run_cli(
+        ["predict", str(artifact), "-q", "--pairs", "--batch-size", "2", "--file", str(tmp_path / "pairs.tsv")],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    expected = Runtime(artifact).predict(firsts, seconds)
+    assert [r["score"] for r in _lines(out)] == pytest.approx([e["score"] for e in expected], abs=1e-6)
+    assert [e["score"] for e in expected] != pytest.approx([e["score"] for e in Runtime(artifact).predict(lines)])
+    code, _, err = run_cli(["predict", str(artifact), "-q", "--pairs", lines[0], "no tab here"], monkeypatch, capsys)
+    assert_one_line_error(code, err, 1, "input 2 has no tab")
+
+
 def test_predict_refuses_damaged_artifacts(artifact: Path, tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
     tampered = Path(shutil.copytree(artifact, tmp_path / "tampered"))
     data = bytearray((tampered / "model.onnx").read_bytes())

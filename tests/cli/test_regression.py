@@ -117,6 +117,7 @@ def test_run_regression_recipe_then_predict(tmp_path: Path, monkeypatch, capsys)
     assert distilled["steps"] == 2
     bench = json.loads((out / "07-benchmark" / "benchmark" / "benchmark.json").read_text())
     assert bench["task"] == "regression" and all(r["regression"] for r in bench["results"])
-    code, printed, err = run_cli(["predict", str(artifact), "a great film", "a dull plot", "-q"], monkeypatch, capsys)
+    pairs = ["a great film\ta great movie", "a dull plot\tan exciting story"]  # the model was trained on pairs
+    code, printed, err = run_cli(["predict", str(artifact), *pairs, "--pairs", "-q"], monkeypatch, capsys)
     assert code == 0, err
     assert [set(json.loads(line)) for line in printed.splitlines()] == [{"score"}, {"score"}]

@@ -257,3 +257,14 @@ def test_config_v1_runs_read_as_the_lora_form_with_their_expert_count() -> None:
     assert (cfg.experts, cfg.num_experts, cfg.rank, cfg.consistency) == ("lora", 3, 2, 0.5)
     with pytest.raises(ConfigError, match=r"`experts` must be one of lora, adapter \(the number of experts is"):
         AdamixConfig(experts=4)  # type: ignore[arg-type]
+
+
+def test_the_cost_model_counts_the_kept_adapters() -> None:
+    from compressor.arch.parts import count_parameters
+    from compressor.sensitivity.cost import encoder_flops, encoder_params
+
+    merged = ADAMIX.merge_(ADAMIX.inject(tiny_model(0), adapter_config()))
+    assert encoder_params(merged) == count_parameters(merged, encoder_only=True) > encoder_params(tiny_model(0))
+    assert encoder_flops(merged) > encoder_flops(tiny_model(0))
+    drop_layers_(merged, [1])  # the adapter leaves with its layer
+    assert encoder_params(merged) == count_parameters(merged, encoder_only=True)
