@@ -12,7 +12,8 @@ if missing; its optimum fp32/int8 exports are baselines), `baselines` (more: nam
 summarised together; `baseline: true` makes a run a reference row), `compare` (benchmark settings and data),
 `headline` (the rows, one per seed, averaged into docs/headline.json), `targets` (checked against the headline:
 accuracy_drop_pt, speedup_vs_fp32, speedup_vs_optimum_int8, size_mb), `profiles` (rows whose op profiles are
-shown), `dev` (overrides).
+shown), `latency_reference` (the row that is the unpruned model exported like the rows planned for a latency
+budget: predictions are also checked as a share of it), `dev` (overrides).
 """
 
 from __future__ import annotations
@@ -242,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
             entries.append(resolve(run_dir, run["name"], baseline=bool(run.get("baseline"))))
     settings = dict(sweep["compare"])
     data = DataFiles(build_strict(DataSpec, {"eval": str(ROOT / settings.pop("data"))}, "compare data"))
-    comparison = compare(entries, build_strict(BenchmarkConfig, settings, "compare"), data=data.eval())
+    comparison = compare(
+        entries,
+        build_strict(BenchmarkConfig, settings, "compare"),
+        data=data.eval(),
+        latency_reference=sweep.get("latency_reference"),
+    )
     docs = out if args.dev else args.docs  # a development budget never lands in docs/
     write_outputs(
         comparison,

@@ -30,16 +30,28 @@ class Entry:
     run: Path | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)  # name, key, seconds, summary
     predicted_ms: float | None = None  # the latency its plan predicted (a run analysed under a latency budget)
+    predicted_before_ms: float | None = None  # what the same table predicted for the unpruned model
 
 
 @dataclass
 class Comparison:
     entries: list[Entry]
     report: BenchmarkReport
+    # A row that is the unpruned model exported as the plans' rows are: predictions are also checked as ratios to
+    # it, timed in the same interleaved run, which cancels the host's speed drift since the table was measured.
+    latency_reference: str | None = None
 
     def rows(self) -> list[dict[str, Any]]:
         """One JSON-able row per entry: the benchmark's measures, speed-ups against every baseline, stage times."""
         baselines = [(e, r) for e, r in zip(self.entries, self.report.results, strict=True) if e.baseline]
+        reference = next(
+            (
+                r.fixed.p50
+                for e, r in zip(self.entries, self.report.results, strict=True)
+                if e.name == self.latency_reference
+            ),
+            None,
+        )
         rows = []
         for entry, result in zip(self.entries, self.report.results, strict=True):
             row = {
@@ -72,6 +84,9 @@ class Comparison:
                 "profile": result.profile,
                 "predicted_ms": entry.predicted_ms,
                 "predicted_miss": None if entry.predicted_ms is None else result.fixed.p50 / entry.predicted_ms - 1,
+                "predicted_relative_miss": None
+                if entry.predicted_ms is None or not entry.predicted_before_ms or reference is None
+                else (result.fixed.p50 / reference) / (entry.predicted_ms / entry.predicted_before_ms) - 1,
                 "stages": entry.stages,
                 "stage_seconds": round(sum(s["seconds"] or 0 for s in entry.stages), 1),
             }
@@ -91,8 +106,11 @@ class Comparison:
         quality = "accuracy" if metric == "accuracy" else f"{metric} ×100"
         headers = ["row", quality, "p50 ms", *(["p50 ms real lengths"] if real else []), "MB"]
         predicted = any(row["predicted_ms"] is not None for row in rows)
+        relative = any(row["predicted_relative_miss"] is not None for row in rows)
         if predicted:  # runs planned under a latency budget: the plan's prediction, and how far off it was
             headers += ["predicted ms", "measured vs predicted"]
+        if relative:
+            headers += [f"measured vs predicted, as a share of {self.latency_reference}"]
         headers += [f"× vs {b}" for b in baselines] + [f"Δ pt vs {b}" for b in baselines[:1]] + ["stages"]
         out = []
         for row in rows:
@@ -107,6 +125,9 @@ class Comparison:
             if predicted:
                 miss = row["predicted_miss"]
                 cells += ["-", "-"] if miss is None else [f"{row['predicted_ms']:.2f}", f"{100 * miss:+.1f}%"]
+            if relative:
+                share = row["predicted_relative_miss"]
+                cells.append("-" if share is None else f"{100 * share:+.1f}%")
             cells += [f"{row['speedup'][b]:.2f}" for b in baselines]
             for b in baselines[:1]:
                 delta = row["score_delta"][b]
@@ -149,29 +170,40 @@ def resolve(path: Path, name: str | None = None, *, baseline: bool = False) -> E
     if not artifacts:
         raise ConfigError(f"run `{path}` has no finished export stage; finish it with `compressor run … --resume`")
     stages = [{"name": v.name, "key": v.key, "seconds": v.seconds, "summary": v.summary} for v in views]
-    return Entry(name or path.name, artifacts[-1].out, baseline, path, stages, _predicted_ms(views))
+    before = _predicted_ms(views, "before")
+    return Entry(name or path.name, artifacts[-1].out, baseline, path, stages, _predicted_ms(views), before)
 
 
-def _predicted_ms(views: list[Any]) -> float | None:
-    """The latency the run's last plan predicted after pruning, when it was made with a latency table."""
+def _predicted_ms(views: list[Any], which: str = "after") -> float | None:
+    """The latency the run's last plan predicted after pruning (`before`: for the unpruned model), when it was made
+    with a latency table."""
     for view in reversed(views):
         predicted = ((view.summary.get("plan") or {}).get("predicted") or {}).get("latency_ms")
         if view.key == "analyse" and predicted:
-            return float(predicted["after"])
+            return None if predicted.get(which) is None else float(predicted[which])
     return None
 
 
-def compare(entries: list[Entry], config: BenchmarkConfig, *, data: Any = None) -> Comparison:
-    """Benchmark every entry in one process, interleaved (baselines first, so ratios are against the first)."""
+def compare(
+    entries: list[Entry], config: BenchmarkConfig, *, data: Any = None, latency_reference: str | None = None
+) -> Comparison:
+    """Benchmark every entry in one process, interleaved (baselines first, so ratios are against the first).
+
+    Args:
+        latency_reference: the row that is the unpruned model, exported like the rows planned for a latency
+            budget: their predictions are also checked as a share of it.
+    """
     if not entries:
         raise ConfigError("pass at least one run or artifact to compare")
     names = [e.name for e in entries]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"two rows are called `{duplicates[0]}`; name them with NAME=PATH")
+    if latency_reference is not None and latency_reference not in names:
+        raise ConfigError(f"the latency reference `{latency_reference}` is not a row; name one of {', '.join(names)}")
     ordered = [e for e in entries if e.baseline] + [e for e in entries if not e.baseline]
     report = benchmark([e.artifact for e in ordered], config, data=data, names=[e.name for e in ordered])
-    return Comparison(ordered, report)
+    return Comparison(ordered, report, latency_reference)
 
 
 def parse_item(item: str) -> tuple[str | None, Path]:

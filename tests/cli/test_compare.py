@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from compressor.errors import ConfigError
 from compressor.stages.rundir import Run
 from compressor.stages.runner import run_pipeline
 from tests.artifacts import build_tiny_artifact
@@ -100,6 +101,19 @@ def test_a_plan_made_for_a_latency_budget_is_held_to_its_prediction(inputs: dict
     headers, cells = comparison.table()
     column = headers.index("measured vs predicted")
     assert cells[0][column] == "-" and cells[1][column] == f"{100 * planned['predicted_miss']:+.1f}%"
+    assert planned["predicted_relative_miss"] is None  # no reference row named
+
+    # with a reference (the unpruned model as the plans saw it), the prediction is also held as a share of it
+    assert _predicted_ms(views, "before") == 9.0
+    entries[1].predicted_before_ms = 9.0
+    comparison = compare(entries, config, latency_reference="dense")
+    dense, planned = comparison.rows()
+    share = (planned["p50_ms"] / dense["p50_ms"]) / (2.0 / 9.0) - 1
+    assert dense["predicted_relative_miss"] is None and planned["predicted_relative_miss"] == pytest.approx(share)
+    headers, cells = comparison.table()
+    assert cells[1][headers.index("measured vs predicted, as a share of dense")] == f"{100 * share:+.1f}%"
+    with pytest.raises(ConfigError, match="latency reference `nope` is not a row; name one of dense, planned"):
+        compare(entries, config, latency_reference="nope")
 
 
 def test_paths_under_the_root_are_recorded_relative(tmp_path: Path) -> None:
