@@ -30,6 +30,14 @@ def command(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write accuracy vs p50 latency with the Pareto front (PNG).")
     ] = None,
+    latency_reference: Annotated[
+        str | None,
+        typer.Option(
+            "--latency-reference",
+            help="The row that is the unpruned model, exported like the runs planned for a latency budget: their "
+            "predictions are also checked as a share of it (timed in the same run, so host drift cancels).",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     *,
     config: BenchmarkConfig,
@@ -57,7 +65,7 @@ def command(
     entries = [resolve(path, name, baseline=True) for name, path in map(parse_item, baseline or [])]
     entries += [resolve(path, name) for name, path in map(parse_item, items)]
     task = artifact_task(entries[0].artifact) if entries else None  # a regression artifact reads labels as scores
-    comparison = compare(entries, config, data=DataFiles(data).eval(task=task))
+    comparison = compare(entries, config, data=DataFiles(data).eval(task=task), latency_reference=latency_reference)
     write_outputs(comparison, json_path=json_path, markdown=markdown, plot=plot)
     typer.echo(text_table(*comparison.table()))
     for label, path in (("json", json_path), ("markdown", markdown), ("plot", plot)):

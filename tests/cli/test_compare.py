@@ -75,6 +75,8 @@ def test_compare_refusals(inputs: dict[str, Path], tmp_path: Path, monkeypatch, 
     code, _, err = run_cli(["compare", baseline, "--plot", str(tmp_path / "p.png"), *FAST], monkeypatch, capsys)
     assert_one_line_error(code, err, 2, "--plot shows accuracy against latency: pass --data with labelled examples")
     assert not (tmp_path / "p.png").exists()
+    code, _, err = run_cli(["compare", baseline, "--latency-reference", "base", *FAST], monkeypatch, capsys)
+    assert_one_line_error(code, err, 2, "the latency reference `base` is not a row; name one of dense")
 
 
 def test_a_plan_made_for_a_latency_budget_is_held_to_its_prediction(inputs: dict[str, Path]) -> None:
