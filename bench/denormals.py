@@ -147,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{machine_info(1)['cpu']}, 1 thread, the median over {args.rounds} processes per setting "
                 f"(alternating) of {args.runs} timed runs each. Artifact rows are the SST-2 sweep's when present.",
                 "",
-                "Every ONNX Runtime session of this project (runtime, export checks, benchmark: the baselines too) "
-                "flushes denormals to zero. The SST-2 table's fixed-length input is 128 tokens of real text: a "
-                "short sentence padded to 128 mostly measures masked positions.",
+                "The flush is opt-in (`--flush-denormals` on `predict`, `benchmark` and `compare`; "
+                "`Runtime(..., flush_denormals=True)`): ONNX Runtime sets the calling thread's FTZ/DAZ flags for the "
+                "rest of the process. The SST-2 table's fixed-length input is 128 tokens of real text, where the "
+                "flush changes nothing: a short sentence padded to 128 mostly measures masked positions.",
                 "",
                 table,
             ]

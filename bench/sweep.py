@@ -121,8 +121,8 @@ def section(
         f"- **Machine**: {machine['cpu']}, {machine['usable_cores']} usable cores; ONNX Runtime "
         f"{machine['onnxruntime']}, {cfg.threads} thread(s), batch {cfg.batch}, sequence {cfg.seq_len} "
         f"({'real text, no padding' if cfg.fill else 'one sentence padded'}; and the real lengths where shown); "
-        f"{cfg.runs} interleaved runs per artifact after {cfg.warmup} warm-up; denormals flushed to zero in every "
-        "session (see the Denormals section).",
+        f"{cfg.runs} interleaved runs per artifact after {cfg.warmup} warm-up; denormals "
+        f"{'flushed to zero in every session' if cfg.flush_denormals else 'kept (ONNX Runtime default)'}.",
         *[f"- {note}" for note in sweep.get("notes", [])],
         f"- **Wall time** of this invocation: {seconds / 60:.1f} min (finished runs are reused).",
     ]

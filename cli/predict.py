@@ -28,6 +28,13 @@ def command(
             help="Each input is TEXT<TAB>SECOND: the two segments of a sentence-pair model (NLI, paraphrase, STS).",
         ),
     ] = False,
+    flush_denormals: Annotated[
+        bool,
+        typer.Option(
+            "--flush-denormals",
+            help="Flush denormals to zero (faster softmax over the padding of batched texts of unequal length).",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Print one JSON line {"label": …, "score": …} per input text (arguments, --file lines, or stdin lines); for
@@ -46,7 +53,7 @@ def command(
         raise ConfigError("pass texts as arguments or --file, not both")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {batch_size}")
-    runtime = Runtime(artifact, threads=threads)
+    runtime = Runtime(artifact, threads=threads, flush_denormals=flush_denormals)
     if texts:
         batches = _chunks(texts, batch_size)
     elif file is not None:

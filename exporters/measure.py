@@ -65,6 +65,13 @@ class BenchmarkConfig:
     )
     eval_rows: int | None = field(default=None, metadata={"help": "Score accuracy on at most this many rows."})
     verify: bool = field(default=True, metadata={"help": "Check manifests and hashes (off: plain ONNX dirs)."})
+    flush_denormals: bool = field(
+        default=False,
+        metadata={
+            "help": "Flush denormals to zero in every session (baselines too): a softmax over padded positions runs "
+            "faster; sets the calling thread's FTZ/DAZ flags for the rest of the process."
+        },
+    )
     profile: bool = field(
         default=False,
         metadata={"help": "Also profile each artifact with ONNX Runtime: the share of run time per op type."},
@@ -199,7 +206,10 @@ def benchmark(
         raise ConfigError("pass at least one artifact to benchmark")
     if config.real_lengths and data is None:
         raise ConfigError("`real_lengths` needs labelled data: pass --data")
-    runtimes = [Runtime(a, threads=config.threads, verify=config.verify) for a in artifacts]
+    runtimes = [
+        Runtime(a, threads=config.threads, verify=config.verify, flush_denormals=config.flush_denormals)
+        for a in artifacts
+    ]
     if names is not None and len(names) != len(artifacts):
         raise ConfigError(f"got {len(names)} names for {len(artifacts)} artifacts")
     names = names or _names([Path(a) for a in artifacts])
@@ -246,7 +256,7 @@ def benchmark(
     profiles: list[dict[str, dict[str, float]] | None] = [None] * len(runtimes)
     if config.profile:
         profiles = [
-            profile_ops(rt.model_path, feed[0], threads=config.threads)
+            profile_ops(rt.model_path, feed[0], threads=config.threads, flush_denormals=config.flush_denormals)
             for rt, feed in zip(runtimes, fixed_feeds, strict=True)
         ]
 
@@ -308,7 +318,7 @@ def fixed_rows(texts: Sequence[str], rows: int, *, seq_len: int, fill: bool) -> 
 
 
 def profile_ops(
-    model_path: Path, feed: dict[str, np.ndarray], *, threads: int, runs: int = 30
+    model_path: Path, feed: dict[str, np.ndarray], *, threads: int, runs: int = 30, flush_denormals: bool = False
 ) -> dict[str, dict[str, float]]:
     """ONNX Runtime's profile of `runs` runs of one feed: per op type, ms per run and share of the node time.
 
@@ -322,7 +332,7 @@ def profile_ops(
     from exporters.runtime import session_options
 
     with tempfile.TemporaryDirectory(prefix="compressor-profile-") as tmp:
-        options = session_options(threads, profile_prefix=str(Path(tmp) / "profile"))
+        options = session_options(threads, profile_prefix=str(Path(tmp) / "profile"), flush_denormals=flush_denormals)
         session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
         inputs = {i.name: feed[i.name] for i in session.get_inputs()}
         for _ in range(runs):

@@ -121,7 +121,9 @@ class Runtime:
             either way.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None, verify: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, threads: int | None = None, verify: bool = True, flush_denormals: bool = False
+    ) -> None:
         path = Path(path)
         if threads is not None and threads < 1:
             raise ConfigError(f"`threads` must be a positive integer, got {threads!r}")
@@ -147,7 +149,7 @@ class Runtime:
         self.max_length = settings.max_length
         self._id_limits = {"input_ids": settings.vocab_size, "token_type_ids": settings.type_vocab_size}
         self.threads = threads
-        self.session = _session(self.model_path, threads)
+        self.session = _session(self.model_path, threads, flush_denormals)
         recorded = None if self.manifest is None else self.manifest.get("inputs")
         self.input_names, self.output_name = check_graph(
             self.session, self.model_path, self.num_labels, recorded_inputs=recorded
@@ -500,17 +502,19 @@ def _pad_id(
     return pad_id
 
 
-def session_options(threads: int | None, *, profile_prefix: str | None = None) -> ort.SessionOptions:
+def session_options(
+    threads: int | None, *, profile_prefix: str | None = None, flush_denormals: bool = False
+) -> ort.SessionOptions:
     """The runtime's session settings: `threads` intra-op threads (None: ONNX Runtime's default, one per physical
-    core), one inter-op thread, sequential execution, all graph optimisations, denormals flushed to zero;
-    profiling when a prefix is given.
+    core), one inter-op thread, sequential execution, all graph optimisations; profiling when a prefix is given.
 
-    Denormals: a padded position's attention score is masked with a large negative number, and the softmax's
-    exponential of it lands in the denormal range, where x86 arithmetic takes a slow microcode path. Measured on
-    this project's machines (`python bench/denormals.py`): Softmax over (8, 128, 128) scores with all but 10 columns
-    masked runs ~13× slower without the flush. ONNX Runtime sets the CPU's flush-to-zero/denormals-are-zero flags on
-    the threads that run the session, the caller's thread included: they stay set for that thread, which changes
-    nothing but values below 1.2e-38 (they become 0).
+    `flush_denormals` (off by default): a padded position's attention score is masked with a huge negative number,
+    and the softmax's exponential of it lands in the denormal range, where x86 arithmetic takes a slow microcode
+    path: Softmax over (8, 128, 128) scores with all but 10 columns masked measured ~11× slower than with ONNX
+    Runtime's `set_denormal_as_zero` (`python bench/denormals.py`). Off by default because ONNX Runtime sets the
+    CPU's flush-to-zero/denormals-are-zero flags on the threads that run the session, the caller's thread
+    included, and they stay set: every later float computation on that thread (numpy, torch, the host
+    application) flushes values below 1.2e-38 to 0. Turn it on in a process that only serves the model.
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0
@@ -518,15 +522,16 @@ def session_options(threads: int | None, *, profile_prefix: str | None = None) -
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = _ORT_QUIET  # fusion notices are not for users; errors are raised
-    options.add_session_config_entry(DENORMAL_AS_ZERO, "1")
+    if flush_denormals:
+        options.add_session_config_entry(DENORMAL_AS_ZERO, "1")
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
     return options
 
 
-def _session(model_path: Path, threads: int | None) -> ort.InferenceSession:
-    options = session_options(threads)
+def _session(model_path: Path, threads: int | None, flush_denormals: bool = False) -> ort.InferenceSession:
+    options = session_options(threads, flush_denormals=flush_denormals)
     try:
         return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     except _ORT_ERRORS as err:

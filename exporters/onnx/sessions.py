@@ -18,8 +18,8 @@ Feed = dict[str, np.ndarray]
 
 
 def make_session(model: Path | str | bytes, *, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session with the runtime's settings (full graph optimisations, denormals flushed to zero), so that
-    what the export measures and chooses is what the runtime runs."""
+    """A CPU session with the runtime's settings (full graph optimisations), so that what the export measures and
+    chooses is what the runtime runs."""
     options = session_options(threads)
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])

@@ -172,7 +172,7 @@ def one_session(artifact: Path) -> Iterator[None]:
     external-data scan of the graph (it has none): 20 ms less per example."""
     session = runtime_module._session(artifact / "model.onnx", 1)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runtime_module, "_session", lambda path, threads: session)
+        patch.setattr(runtime_module, "_session", lambda path, threads, flush_denormals=False: session)
         patch.setattr(runtime_module, "check_external_data", lambda *args, **kwargs: [])
         yield
 
