@@ -33,16 +33,10 @@ VISIBLE = 10  # unmasked columns in the Softmax case
 
 
 def _options(flush: bool):  # noqa: ANN202
-    import onnxruntime as ort
+    """The runtime's session settings at 1 thread, with or without the flush."""
+    from exporters.runtime import session_options
 
-    from exporters.runtime import DENORMAL_AS_ZERO
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.add_session_config_entry(DENORMAL_AS_ZERO, "1" if flush else "0")
-    return options
+    return session_options(1, flush_denormals=flush)
 
 
 def _p50(session, feed: dict, runs: int) -> float:  # noqa: ANN001
@@ -98,12 +92,6 @@ def _name(artifact: Path) -> str:
     return artifact.parents[1].name if artifact.name == "artifact" else artifact.name
 
 
-def _artifact(path: Path) -> Path:
-    """An artifact directory as given, or the last exported artifact of a `compressor run` directory."""
-    exported = sorted(path.glob("*/artifact"))
-    return exported[-1] if (path / "run.json").is_file() and exported else path
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifacts", nargs="*", type=Path, default=None)
@@ -115,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.artifacts is None:
         sweep = ROOT / "runs" / "bench" / "sst2"
         args.artifacts = [sweep / name for name in SWEEP_ROWS if (sweep / name).is_dir()]
-        args.artifacts = [_artifact(a) for a in args.artifacts]
+    from compressor.stages.compare import resolve
+
+    args.artifacts = [resolve(a).artifact for a in args.artifacts]  # a run directory: its last exported artifact
     if args.child:
         print(json.dumps(child(args.child == "on", [str(a) for a in args.artifacts], args.runs)))
         return 0

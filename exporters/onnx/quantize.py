@@ -262,9 +262,8 @@ def _relative_errors(
             if not _comparable(a, b):
                 continue
             channels = a.shape[-1]
-            if name in diff_sq and diff_sq[name].size not in (1, channels):  # the last axis varies: whole tensor
+            if name in diff_sq and diff_sq[name].size != channels:  # the last axis varies (or did): whole tensor
                 diff_sq[name], ref_sq[name] = diff_sq[name].sum(keepdims=True), ref_sq[name].sum(keepdims=True)
-            if name in diff_sq and diff_sq[name].size == 1:
                 channels = 1
             a64 = a.astype(np.float64).reshape(-1, channels)  # (rows, channels)
             d64 = a64 - b.astype(np.float64).reshape(-1, channels)
