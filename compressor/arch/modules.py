@@ -9,6 +9,8 @@ in depends on where the family keeps the norm: inside the replaced block (BERT: 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -61,20 +63,47 @@ class BiasOnly(nn.Module):
 
 
 class RemappedEmbedding(nn.Module):
-    """Word embeddings restricted to kept rows; `id_map` sends original token ids to new rows.
+    """Word embeddings restricted to kept rows, looked up by the tokenizer's original ids.
 
-    The tokenizer stays unchanged: ids it produces go through `id_map` (unseen ids → the unknown-token row),
-    and the lookup is part of the exported ONNX graph.
+    The tokenizer stays unchanged and the lookup is part of the exported ONNX graph. With `codes` 0, `id_map`
+    sends each original id to one kept row (unseen ids → the unknown-token row or the nearest kept row). With
+    `codes` k ≥ 1, each original id is a weighted sum of k kept rows (`code_ids`, `code_weights`; a kept id is its
+    own row with weight 1): a dropped word keeps more of its meaning than any single row gives it.
     """
 
-    def __init__(self, source_vocab: int, kept: int, dim: int, padding_idx: int | None = None) -> None:
+    def __init__(self, source_vocab: int, kept: int, dim: int, padding_idx: int | None = None, codes: int = 0) -> None:
         super().__init__()
+        if codes < 0:
+            raise ValueError(f"codes must be >= 0; got {codes}")
         self.weight = nn.Parameter(torch.zeros(kept, dim))
-        # int32: half the bytes of int64 in the artifact, and ONNX Gather takes int32 indices
-        self.register_buffer("id_map", torch.zeros(source_vocab, dtype=torch.int32))
+        self.codes = codes
+        if codes:
+            # int16 rows when they fit: half the bytes of int32 (the graph casts them before the row lookup)
+            index_dtype = torch.int16 if kept <= torch.iinfo(torch.int16).max else torch.int32
+            self.register_buffer("code_ids", torch.zeros(source_vocab, codes, dtype=index_dtype))
+            # fp16: half the bytes of fp32; its rounding (≤ 5e-4 relative) is far below what a dropped id loses
+            self.register_buffer("code_weights", torch.zeros(source_vocab, codes, dtype=torch.float16))
+        else:
+            # int32: half the bytes of int64 in the artifact, and ONNX Gather takes int32 indices
+            self.register_buffer("id_map", torch.zeros(source_vocab, dtype=torch.int32))
         self.padding_idx = padding_idx
         self.embedding_dim = dim
         self.num_embeddings = kept
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return nn.functional.embedding(self.id_map[input_ids], self.weight)
+        if not self.codes:
+            return nn.functional.embedding(self.id_map[input_ids], self.weight)
+        rows = nn.functional.embedding(self.code_ids[input_ids].long(), self.weight)  # (..., codes, dim)
+        # torch.gather exports as GatherElements, which ONNX Runtime's int8 quantizer leaves alone: it rewrites every
+        # Gather of a float table, and would round these weights (and fail on fp16 scales before opset 19)
+        flat = input_ids.reshape(-1, 1).expand(-1, self.codes)
+        weights = torch.gather(self.code_weights, 0, flat).reshape(*input_ids.shape, self.codes, 1)
+        return (rows.float() * weights.float()).sum(-2).to(self.weight.dtype)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> RemappedEmbedding:
+        """Keep `code_weights` fp16 through `.to(dtype)`, `.float()` and the like, which cast every float buffer:
+        the checkpoint and the exported graph should store them at half the bytes whatever the weights' dtype."""
+        super()._apply(fn, recurse)
+        if self.codes and self.code_weights.dtype != torch.float16:
+            self.code_weights = self.code_weights.half()
+        return self

@@ -222,7 +222,9 @@ def prune_hidden_(model: nn.Module, keep: Sequence[int]) -> None:
 
 
 def _select_columns_(embedding: nn.Module, index: torch.Tensor) -> None:
-    """Keep columns `index` of an embedding table (an nn.Embedding or a vocabulary-pruned RemappedEmbedding)."""
+    """Keep columns `index` of an embedding table (an nn.Embedding or a vocabulary-pruned RemappedEmbedding).
+
+    Only `weight` changes: a RemappedEmbedding's id map or codes index and weight its rows, which stay."""
     weight = embedding.weight.detach().index_select(1, index).clone()
     new = nn.Parameter(weight, requires_grad=embedding.weight.requires_grad)
     embedding.weight = new
@@ -288,4 +290,6 @@ def build_vocab_shape_(model: nn.Module, vocab: dict[str, Any]) -> None:
     arch = arch_of(model)
     emb = get_module(model, arch.word_embeddings)
     dim = emb.weight.shape[1]
-    set_module(model, arch.word_embeddings, RemappedEmbedding(int(vocab["source_size"]), int(vocab["kept"]), dim))
+    codes = int(vocab.get("codes", 0))  # 0 in checkpoints of the unk/nearest fallbacks (and older ones)
+    new = RemappedEmbedding(int(vocab["source_size"]), int(vocab["kept"]), dim, codes=codes)
+    set_module(model, arch.word_embeddings, new)

@@ -13,9 +13,10 @@ from typing import Any
 
 from torch import nn
 
-from compressor.arch.parts import encoder_layers
+from compressor.arch.parts import arch_of, encoder_layers, get_module
 from compressor.arch.structure import ensure_structure, structure_of, summary
 from compressor.errors import ConfigError
+from compressor.prune.augment import augment
 from compressor.prune.config import PruneConfig
 from compressor.prune.distill import distill_
 from compressor.prune.recover import reconstruct_
@@ -97,6 +98,17 @@ def prune_(
     total = config.recover_steps or math.ceil(len(data or []) * config.recover_epochs / config.batch_size)
     distill_steps = _split(max(total, k), k) if "distill" in config.recover else [0] * k
     teacher = copy.deepcopy(model).eval() if config.recover != "none" else None
+    distill_data = data
+    if config.augment and teacher is not None and "distill" in config.recover and data is not None:
+        distill_data = augment(
+            data,
+            teacher,
+            tokenizer,
+            copies=config.augment,
+            rate=config.augment_rate,
+            seed=config.seed,
+            embedding=get_module(teacher, arch_of(teacher).word_embeddings).weight,
+        )
     rounds: list[dict[str, Any]] = []
     recovery: dict[str, Any] = {}
     masks, unstructured = None, None
@@ -126,6 +138,7 @@ def prune_(
                 tokenizer,
                 config,
                 data=data,
+                distill_data=distill_data,
                 eval_data=eval_data,
                 distill_steps=distill_steps[t],
                 work_dir=_round_dir(work_dir, t, k),
@@ -162,7 +175,9 @@ def _prune_vocab_(model: nn.Module, tokenizer: Any, config: PruneConfig, texts: 
     """Keep the embedding rows of the token ids `texts` use; report sizes and the validation tokens that fall back."""
     keep = used_token_ids(tokenizer, texts.texts, texts.text_pairs)
     before = model_bytes(model)
-    report = prune_vocab_(model, keep, tokenizer.unk_token_id, fallback=config.vocab_fallback)
+    report = prune_vocab_(
+        model, keep, tokenizer.unk_token_id, fallback=config.vocab_fallback, codes=config.vocab_codes
+    )
     out = asdict(report) | {"model_bytes_before": before, "model_bytes_after": model_bytes(model)}
     if eval_data is not None:
         out["validation_unknown_rate"] = unknown_rate(tokenizer, keep, eval_data.texts, eval_data.text_pairs)
@@ -189,6 +204,7 @@ def _recover_(
     config: PruneConfig,
     *,
     data: Any,
+    distill_data: Any,
     eval_data: Any,
     distill_steps: int,
     work_dir: Path | None,
@@ -209,7 +225,7 @@ def _recover_(
             teacher,
             tokenizer,
             config,
-            data=data,
+            data=distill_data,
             eval_data=eval_data,
             work_dir=work_dir,
             resume=resume and work_dir is not None,

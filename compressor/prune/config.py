@@ -10,7 +10,8 @@ from compressor.errors import ConfigError
 from compressor.schema import HASH_IF_SET
 
 SCHEDULES = ("geometric", "linear")
-FALLBACKS = ("unk", "nearest")
+FALLBACKS = ("unk", "nearest", "sparse")
+MAX_VOCAB_CODES = 64
 RECOVER = ("none", "distill", "reconstruct", "reconstruct+distill")
 HEADS_BY = ("magnitude", "update")
 UNSTRUCTURED_BY = ("magnitude", "update")
@@ -108,6 +109,19 @@ class PruneConfig:
         default="geometric",
         metadata={"help": f"How the kept share shrinks over `iterations`: {', '.join(SCHEDULES)}."},
     )
+    augment: int = field(
+        default=0,
+        metadata={
+            "help": "Distil on this many rewritten copies of the training data too (words swapped for neighbours "
+            "in the teacher's embedding, rows labelled by the teacher; TinyBERT). Steps still follow "
+            "`recover_epochs` of the original data.",
+            HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
+        },
+    )
+    augment_rate: float = field(
+        default=0.4,
+        metadata={"help": "With `augment`, the chance that each known word of a row is replaced.", HASH_IF_SET: True},
+    )
     vocab: str | None = field(
         default=None,
         metadata={
@@ -118,8 +132,17 @@ class PruneConfig:
     vocab_fallback: str = field(
         default="unk",
         metadata={
-            "help": "With vocabulary pruning, where dropped token ids go: unk (the unknown row) or nearest (the "
-            "kept row with the most similar embedding)."
+            "help": "With vocabulary pruning, where dropped token ids go: unk (the unknown row), nearest (the "
+            "kept row with the most similar embedding) or sparse (a weighted sum of `vocab_codes` kept rows fitted "
+            "to the dropped row)."
+        },
+    )
+    vocab_codes: int = field(
+        default=8,
+        metadata={
+            "help": "With `vocab_fallback: sparse`, kept rows per dropped id (orthogonal matching pursuit on the "
+            "embedding).",
+            HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
         },
     )
 
@@ -157,8 +180,15 @@ class PruneConfig:
             raise ConfigError("`update_base` is only used with `heads_by: update` or `unstructured_by: update`")
         if self.recover not in RECOVER:
             raise ConfigError(f"`recover` must be one of {', '.join(RECOVER)}; got {self.recover!r}")
+        if self.augment < 0:
+            raise ConfigError(f"`augment` must be a number of copies, 0 or more; got {self.augment!r}")
+        if not 0.0 < self.augment_rate <= 1.0:
+            raise ConfigError(f"`augment_rate` must be in (0, 1]; got {self.augment_rate!r}")
         if self.vocab_fallback not in FALLBACKS:
             raise ConfigError(f"`vocab_fallback` must be one of {', '.join(FALLBACKS)}; got {self.vocab_fallback!r}")
+        codes = self.vocab_codes
+        if isinstance(codes, bool) or not isinstance(codes, int) or not 1 <= codes <= MAX_VOCAB_CODES:
+            raise ConfigError(f"`vocab_codes` must be an integer between 1 and {MAX_VOCAB_CODES}; got {codes!r}")
         if self.recover_steps < 0:
             raise ConfigError(f"`recover_steps` must be >= 0; got {self.recover_steps!r}")
         if not self.recover_epochs >= 0:

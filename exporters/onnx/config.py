@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from compressor.errors import ConfigError
+from compressor.schema import HASH_IF_SET
 from exporters.onnx.cpu import TARGETS
 
 QUANTIZE_MODES = ("dynamic", "static", "none")
+EMBEDDING_BITS = (8, 4)
 FUSE_MODES = ("auto", "on", "off")
 MIN_OPSET, MAX_OPSET = 14, 20  # 14: ORT fusion patterns; 20: the TorchScript exporter's newest
 
@@ -67,6 +69,14 @@ class ExportConfig:
     opset: int | None = field(
         default=None, metadata={"help": "ONNX opset; default: the architecture's (17 for BERT)."}
     )
+    embedding_bits: int = field(
+        default=8,
+        metadata={
+            "help": "Bits of the word-embedding table in an int8 export: 8, or 4 (block-wise int4, ORT's "
+            "GatherBlockQuantized: ~half the bytes of the largest tensor, at no speed cost).",
+            HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
+        },
+    )
     max_length: int = field(default=128, metadata={"help": "Tokenizer truncation length, stored in the artifact."})
     optimize_for: str | None = field(
         default=None, metadata={"help": f"CPU target: {', '.join(TARGETS)}; recorded and sets reduce_range."}
@@ -98,6 +108,10 @@ class ExportConfig:
             raise ConfigError(f"`parity_atol` must be positive; got {self.parity_atol!r}")
         if self.opset is not None and not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise ConfigError(f"`opset` must be between {MIN_OPSET} and {MAX_OPSET}; got {self.opset!r}")
+        if self.embedding_bits not in EMBEDDING_BITS:
+            raise ConfigError(f"`embedding_bits` must be 8 or 4; got {self.embedding_bits!r}")
+        if self.embedding_bits == 4 and self.quantize == "none":
+            raise ConfigError("`embedding_bits: 4` needs an int8 export: set quantize to dynamic or static")
         if self.max_length < 8:
             raise ConfigError(f"`max_length` must be at least 8; got {self.max_length!r}")
         if self.optimize_for is not None and self.optimize_for not in TARGETS:

@@ -130,7 +130,7 @@ def export_onnx(
     settings = None
     if config.quantize != "none":
         reduce_range, why = resolve_reduce_range(config.reduce_range, config.optimize_for)
-        settings = QuantSettings(config.quantize, bool(config.per_channel), reduce_range)
+        settings = QuantSettings(config.quantize, bool(config.per_channel), reduce_range, config.embedding_bits)
         per_channel = "auto" if config.per_channel is None else config.per_channel
         logger.info("int8 %s: per_channel=%s, reduce_range=%s (%s)", config.quantize, per_channel, reduce_range, why)
 
@@ -235,6 +235,7 @@ def export_onnx(
             logger.info("fusion: %s → %s", described, choice)
 
         final = onnx.load(str(finals[choice]))
+        graph_opset = next((o.version for o in final.opset_import if o.domain in ("", "ai.onnx")), opset)
         sparse_report = sparse.sparsify_(final, config.sparse_threshold) if config.sparse_threshold else None
         onnx.save(final, str(tmp / MODEL_NAME))
         gate = gates.get(choice.removesuffix(UNFUSED))  # the unfused-norm form computes exactly what its base does
@@ -297,7 +298,7 @@ def export_onnx(
                 "note": TARGETS[config.optimize_for].note if config.optimize_for else None,
             },
             "eval_sample": {"source": sample.source, "samples": len(sample)},
-            "opset": opset,
+            "opset": graph_opset,  # int4 embeddings raise the exported opset to 21 (ONNX's int4 type)
             "max_length": config.max_length,
             "max_positions": max_tokens(model),  # what the runtime may pad to (RoBERTa: the table less its offset)
             "inputs": list(spec.inputs),

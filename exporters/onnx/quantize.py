@@ -42,11 +42,23 @@ RANK_ROWS = 64  # rows used to rank nodes by output error
 SLOWER_TOLERANCE = 0.03  # int8 weights on fp32 nodes are kept (4× smaller) unless more than this much slower
 
 
+# Weights per scale of the int4 embedding rows: the first block size that divides the width (GatherBlockQuantized
+# takes powers of two from 16). Narrower blocks round more finely and store more scales: on the 3-layer SST-2 model
+# (seed 42, 872 validation rows, every other node int8) int4 rows agreed with fp32 on 98.6 % of rows at 128, 99.0 %
+# at 64 and 99.3 % at 32; with sparse vocabulary codes (each dropped id a sum of 8 rows, so 8 rows' rounding) 99.0 %
+# at 32 and 99.4 % at 16. 32 costs 1.1 bits per weight for scales and zero points, 16 twice that, so the gate starts
+# at 32 and tries FINE_BLOCK before it keeps any node in fp32.
+EMBEDDING_BLOCKS = (32, 16, 64, 128)
+FINE_BLOCK = 16
+
+
 @dataclass(frozen=True)
 class QuantSettings:
     mode: str  # "dynamic" or "static"
     per_channel: bool
     reduce_range: bool
+    embedding_bits: int = 8  # 4: the word embeddings as block-wise int4 (GatherBlockQuantized)
+    embedding_block: int | None = None  # int4 weights per scale; None: the first of EMBEDDING_BLOCKS that fits
 
     def describe(self) -> dict[str, Any]:
         static = self.mode == "static"
@@ -58,6 +70,8 @@ class QuantSettings:
             "op_types": list(STATIC_OP_TYPES) if static else "onnxruntime default",
             "per_channel": self.per_channel,
             "reduce_range": self.reduce_range,
+            "embedding_bits": self.embedding_bits,
+            **({"embedding_block": self.embedding_block or EMBEDDING_BLOCKS[0]} if self.embedding_bits == 4 else {}),
         }
 
 
@@ -134,7 +148,12 @@ def quantize_graph(
     With `int8_weights`, the excluded nodes' weights are stored as int8 all the same (weight-only,
     `store_int8_weights_`); the names of the nodes so stored are returned.
     """
-    _quantize(src, dst, settings, exclude=exclude, calibration=calibration)
+    embedding = word_embedding_gather(onnx.load(str(src))) if settings.embedding_bits == 4 else None
+    if embedding is not None and embedding in exclude:
+        embedding = None  # the gate asked for this lookup in fp32
+    _quantize(src, dst, settings, exclude=[*exclude, *([embedding] if embedding else [])], calibration=calibration)
+    if embedding is not None:
+        quantize_embedding_int4(dst, embedding, block=settings.embedding_block)
     if not exclude or not int8_weights:
         return []
     model = onnx.load(str(dst))
@@ -145,6 +164,63 @@ def quantize_graph(
     return [
         n.removesuffix("_MatMul") if n not in wanted and n.removesuffix("_MatMul") in wanted else n for n in stored
     ]
+
+
+def word_embedding_gather(model: onnx.ModelProto) -> str | None:
+    """The name of the Gather that looks up the word embeddings: the one reading the largest 2-D float
+    initializer along axis 0 (none in a graph whose embeddings ORT fused into EmbedLayerNormalization)."""
+    sizes = {
+        i.name: int(np.prod(i.dims))
+        for i in model.graph.initializer
+        if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2
+    }
+    best, best_size = None, 0
+    for node in model.graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if node.op_type == "Gather" and axis == 0 and sizes.get(node.input[0], 0) > best_size:
+            best, best_size = node.name, sizes[node.input[0]]
+    return best
+
+
+def quantize_embedding_int4(path: Path, node: str, *, block: int | None = None) -> None:
+    """Store the word-embedding table of `path` as asymmetric int4 with one scale and zero point per block of a
+    row (ORT's weight-only quantizer → GatherBlockQuantized), in place: ~4.3 bits per weight instead of 8.
+
+    The embedding is the largest tensor of a pruned model and its rows are looked up, not multiplied, so int4
+    costs no speed; the accuracy gate measures the graph with it like every other rounding.
+    """
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    model = onnx.load(str(path))
+    dims = {i.name: list(i.dims) for i in model.graph.initializer}
+    gather = next(n for n in model.graph.node if n.name == node)
+    width = dims[gather.input[0]][1]
+    block = block or next((b for b in EMBEDDING_BLOCKS if width % b == 0), EMBEDDING_BLOCKS[0])
+    # it warns that it raises the opset to 21 (int4 tensors): ONNX Runtime runs the result, and the manifest says so
+    nbits_log = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = nbits_log.level
+    nbits_log.setLevel(logging.ERROR)
+    try:
+        quantizer = MatMulNBitsQuantizer(
+            model,
+            bits=4,
+            block_size=block,
+            is_symmetric=False,
+            nodes_to_include=[node],
+            nodes_to_exclude=[n.name for n in model.graph.node if n.name != node],  # it also takes every Gather
+            op_types_to_quantize=("Gather",),
+            quant_axes=(("Gather", 1),),
+        )
+        with _quiet_quantizer(), np.errstate(divide="ignore", invalid="ignore"):  # constant rows: it handles them
+            quantizer.process()
+    finally:
+        nbits_log.setLevel(level)
+    quantized = quantizer.model.model
+    if not any(n.op_type == "GatherBlockQuantized" for n in quantized.graph.node):
+        raise ExportError(
+            f"ONNX Runtime's quantizer did not make an int4 lookup of `{node}`; export with --embedding-bits 8"
+        )
+    onnx.save(quantized, str(path))
 
 
 def _quantize(
@@ -321,12 +397,17 @@ def quantize_with_gate(
 
     def attempt(candidate: QuantSettings) -> tuple[float, np.ndarray]:
         score, out, _ = measure(candidate)
-        tried.append({"per_channel": candidate.per_channel, "agreement": score})
+        record = {"per_channel": candidate.per_channel, "agreement": score}
+        if candidate.embedding_bits == 4:
+            record["embedding_block"] = candidate.embedding_block or EMBEDDING_BLOCKS[0]
+        tried.append(record)
+        int4 = f", int4 embeddings in blocks of {record['embedding_block']}" if "embedding_block" in record else ""
         logger.info(
-            "%s int8 (%s, per_channel=%s) agrees with fp32 on %.2f%% of %d sentences",
+            "%s int8 (%s, per_channel=%s%s) agrees with fp32 on %.2f%% of %d sentences",
             name,
             candidate.mode,
             candidate.per_channel,
+            int4,
             100 * score,
             len(reference),
         )
@@ -377,6 +458,13 @@ def quantize_with_gate(
             settings, first, logits = alternative, second, second_logits
         else:
             quantize_graph(src, dst, settings, calibration=calibration)  # put the better graph back in place
+    if first < gate and settings.embedding_bits == 4 and (settings.embedding_block or 0) != FINE_BLOCK:
+        finer = dataclasses.replace(settings, embedding_block=FINE_BLOCK)  # int4 rows rounded more finely
+        score, finer_logits = attempt(finer)
+        if score >= first:
+            settings, first, logits = finer, score, finer_logits
+        else:
+            quantize_graph(src, dst, settings, calibration=calibration)
     fp32, int8 = onnx.load(str(src)), onnx.load(str(dst))
     result = GateResult(
         gate,

@@ -131,3 +131,14 @@ def test_batches_are_cut_at_batch_size() -> None:
         assert [len(b) for b in _fd_batches(read_fd, 3, "utf-8")] == [3, 3, 1]
     finally:
         os.close(read_fd)
+
+
+def test_pairs_input_without_a_tab(cli, artifact: Path) -> None:
+    result = cli("predict", artifact, "-q", "--pairs", "a great movie\ta fine film", "no tab here")
+    expect_refusal(
+        result,
+        case="predict --pairs: an input without a tab",
+        code=1,
+        problem="input 2 has no tab",
+        fix="TEXT<TAB>SECOND",
+    )

@@ -307,3 +307,52 @@ def test_zero_gate_batch(cli, tmp_path: Path, ckpt: Path) -> None:
         result, case="zero sentences per gate run (export --eval-batch 0)", code=2, problem="`eval_batch`",
         fix="must be a positive integer", out=out,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "case", "problem", "fix"),
+    [
+        (
+            ["--augment", "-1"],
+            "negative augmentation (prune --augment -1)",
+            "`augment` must be a number of copies",
+            "got -1",
+        ),
+        (
+            ["--vocab-fallback", "sparse", "--vocab-codes", "0"],
+            "no codes for the sparse vocabulary (prune --vocab-codes 0)",
+            "`vocab_codes` must be an integer between 1 and 64",
+            "got 0",
+        ),
+    ],
+)
+def test_bad_augmentation_and_vocabulary_codes(
+    cli, tmp_path: Path, ckpt: Path, train_tsv: Path, args: list[str], case: str, problem: str, fix: str
+) -> None:
+    out = tmp_path / "out"
+    result = cli("prune", ckpt, "--heads", "0.5", "--vocab", train_tsv, *args, "--out", out, "-q")
+    expect_refusal(result, case=case, code=2, problem=problem, fix=fix, out=out)
+
+
+def test_embedding_bits_other_than_8_or_4(cli, tmp_path: Path, ckpt: Path) -> None:
+    out = tmp_path / "out"
+    result = cli("export", ckpt, "--embedding-bits", "2", "--out", out, "-q")
+    expect_refusal(
+        result,
+        case="int2 embeddings (export --embedding-bits 2)",
+        code=2,
+        problem="`embedding_bits` must be 8 or 4",
+        fix="got 2",
+        out=out,
+    )
+
+
+def test_latency_reference_that_is_not_a_row(cli, artifact: Path) -> None:
+    result = cli("compare", artifact, "--latency-reference", "dense", "--runs", "1", "--warmup", "0")
+    expect_refusal(
+        result,
+        case="latency reference that is not a row (compare --latency-reference dense)",
+        code=2,
+        problem="the latency reference `dense` is not a row",
+        fix="name one of",
+    )

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from compressor.arch.modules import RemappedEmbedding
-from compressor.arch.surgery import prune_heads_
+from compressor.arch.surgery import prune_heads_, prune_hidden_
 from compressor.checkpoint import load_model, save_model
-from compressor.errors import PruneError
-from compressor.prune.vocab import model_bytes, prune_vocab_, unknown_rate, used_token_ids
+from compressor.errors import ConfigError, PruneError
+from compressor.prune.config import PruneConfig
+from compressor.prune.vocab import model_bytes, prune_vocab_, sparse_codes, unknown_rate, used_token_ids
 from tests.models import POSITIVE, encode, tiny_model, tiny_tokenizer
 
 KEPT_TEXTS = POSITIVE  # the "training data" whose tokens are kept
@@ -118,6 +119,77 @@ def test_nearest_fallback_sends_a_dropped_id_to_the_most_similar_kept_row(tmp_pa
 def test_unknown_fallback_name_is_checked() -> None:
     with pytest.raises(PruneError, match="fallback must be one of unk, nearest"):
         prune_vocab_(tiny_model(0), [1, 2], 1, fallback="closest")
+
+
+def _rows(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model.bert.embeddings.word_embeddings(torch.tensor(ids))
+
+
+def test_sparse_fallback_keeps_kept_rows_and_rebuilds_dropped_ones_closer_than_nearest(tmp_path: Path) -> None:
+    tok = tiny_tokenizer(tmp_path)
+    reference, sparse, nearest = tiny_model(0), tiny_model(0), tiny_model(0)
+    keep = used_token_ids(tok, KEPT_TEXTS) | {tok.unk_token_id}
+    report = prune_vocab_(sparse, keep, tok.unk_token_id, fallback="sparse", codes=4)
+    prune_vocab_(nearest, keep, tok.unk_token_id, fallback="nearest")
+    emb = sparse.bert.embeddings.word_embeddings
+    assert emb.code_ids.shape == emb.code_weights.shape == (tok.vocab_size, 4)
+    assert (emb.code_ids.dtype, emb.code_weights.dtype) == (torch.int16, torch.float16)
+    assert sparse.config.compressor_structure["vocab"] == {
+        "source_size": tok.vocab_size,
+        "kept": len(keep),
+        "codes": 4,
+    }
+    kept, dropped = sorted(keep), sorted(set(range(tok.vocab_size)) - keep)
+    original = reference.bert.embeddings.word_embeddings.weight.detach()
+    assert torch.equal(_rows(sparse, kept), original[kept])  # a kept id is its own row, weight exactly 1
+    sparse_error = (_rows(sparse, dropped) - original[dropped]).norm(dim=1)
+    nearest_error = (_rows(nearest, dropped) - original[dropped]).norm(dim=1)
+    assert bool((sparse_error < nearest_error).all())
+    assert report.embedding_bytes_after == len(keep) * 32 * 4 + tok.vocab_size * 4 * (2 + 2)  # rows + int16 + fp16
+    batch = encode(tok, KEPT_TEXTS)
+    torch.testing.assert_close(_logits(sparse, batch), _logits(reference, batch), atol=1e-6, rtol=1e-6)
+
+
+def test_sparse_codes_recover_an_exact_combination() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(40, 16)
+    kept, dropped = torch.arange(30), torch.tensor([30, 31])
+    weight[30] = 0.7 * weight[3] - 1.2 * weight[17] + 0.4 * weight[25]
+    weight[31] = 2.0 * weight[8]
+    ids, coefs = sparse_codes(weight, kept, dropped, 3)
+    assert ids.shape == coefs.shape == (2, 3)
+    assert set(ids[0].tolist()) == {3, 17, 25}
+    rebuilt = (weight[kept][ids] * coefs.unsqueeze(-1)).sum(1)
+    assert float((rebuilt - weight[dropped]).norm(dim=1).max()) < 1e-4
+    assert int(ids[1, 0]) == 8 and float(coefs[1, 0]) == pytest.approx(2.0, abs=1e-4)
+    ids, coefs = sparse_codes(weight, torch.tensor([8, 9]), dropped, 3)  # fewer kept rows than codes
+    assert ids[:, 2].tolist() == [0, 0] and coefs[:, 2].tolist() == [0.0, 0.0]
+
+
+def test_sparse_vocabulary_round_trips_after_hidden_pruning(tmp_path: Path) -> None:
+    tok = tiny_tokenizer(tmp_path / "tok")
+    model = tiny_model(0)
+    prune_vocab_(model, used_token_ids(tok, KEPT_TEXTS), tok.unk_token_id, fallback="sparse")
+    codes = model.bert.embeddings.word_embeddings.code_ids.clone()
+    prune_hidden_(model, list(range(0, 32, 2)))  # only the weight's columns change; the codes index rows
+    emb = model.bert.embeddings.word_embeddings
+    assert emb.weight.shape[1] == emb.embedding_dim == 16 and torch.equal(emb.code_ids, codes)
+    save_model(model, tok, tmp_path / "ckpt")
+    loaded, _ = load_model(tmp_path / "ckpt")
+    loaded_emb = loaded.bert.embeddings.word_embeddings
+    assert isinstance(loaded_emb, RemappedEmbedding) and loaded_emb.codes == 8
+    assert (loaded_emb.code_ids.dtype, loaded_emb.code_weights.dtype) == (torch.int16, torch.float16)
+    batch = encode(tok, [*KEPT_TEXTS, UNSEEN])
+    assert torch.equal(_logits(loaded, batch), _logits(model, batch))
+    assert loaded.config.compressor_structure["vocab"]["codes"] == 8
+
+
+def test_vocab_codes_is_checked() -> None:
+    with pytest.raises(ConfigError, match="`vocab_codes` must be an integer between 1 and 64; got 0"):
+        PruneConfig(vocab_fallback="sparse", vocab_codes=0)
+    with pytest.raises(PruneError, match="between 1 and 64; got 65"):
+        prune_vocab_(tiny_model(0), [1, 2], 1, fallback="sparse", codes=65)
 
 
 def test_used_token_ids_reads_the_second_texts_too(tmp_path: Path) -> None:

@@ -130,6 +130,22 @@ def test_pruned_model_exports_with_parity_and_complete_fusion(tokenizer, out_dir
     assert report.manifest["structure"]["vocab"] == {"source_size": tokenizer.vocab_size, "kept": len(keep) + 1}
 
 
+def test_sparse_vocabulary_exports_int8_with_its_codes_as_stored(tokenizer, out_dir) -> None:
+    model = tiny_model(3)
+    keep = tokenizer.convert_tokens_to_ids(["[PAD]", "[CLS]", "[SEP]", "a", "great", "movie", "i", "hated", "film"])
+    prune_vocab_(model, keep, tokenizer.unk_token_id, fallback="sparse", codes=4)  # other words: 4 kept rows each
+    report = export_onnx(model, fast_config(fuse="off"), tokenizer=tokenizer, out_dir=out_dir)
+    assert report.parity_max_abs_diff <= 1e-4  # the fp32 graph, sparse lookup included, against torch
+    assert report.manifest["structure"]["vocab"] == {"source_size": tokenizer.vocab_size, "kept": 10, "codes": 4}
+    graph = onnx.load(str(out_dir / "model.onnx")).graph
+    codes = {i.data_type for i in graph.initializer if list(i.dims) == [tokenizer.vocab_size, 4]}
+    assert codes == {onnx.TensorProto.INT16, onnx.TensorProto.FLOAT16}  # the int8 graph keeps them as they are
+    assert "MatMulInteger" in {n.op_type for n in graph.node}
+    np.testing.assert_allclose(
+        _onnx_logits(out_dir / "model.onnx", tokenizer, TEXTS), _torch_logits(model, tokenizer, TEXTS), atol=1e-2
+    )
+
+
 def test_parity_failure_raises_with_the_measured_value_and_leaves_no_directory(
     tokenizer, out_dir, monkeypatch
 ) -> None:
@@ -242,3 +258,23 @@ def test_gate_accuracy_is_what_the_runtime_measures_one_sentence_at_a_time(token
     report = export_onnx(tiny_model(), config, tokenizer=tokenizer, out_dir=out_dir, eval_data=data)
     assert report.accuracy is not None and report.accuracy["samples"] == 24
     assert evaluate(Runtime(out_dir, threads=1), data) == pytest.approx(report.accuracy["final"])
+
+
+def test_sparse_vocabulary_with_int4_embeddings_loads_in_optimum_and_our_runtime(tokenizer, out_dir) -> None:
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+
+    from exporters.runtime import Runtime
+
+    model = tiny_model(3, vocab_size=512)  # a table wide enough that int4 pays (the tiny vocabulary + unused ids)
+    keep = tokenizer.convert_tokens_to_ids(["[PAD]", "[CLS]", "[SEP]", "a", "great", "movie", "i", "hated", "film"])
+    prune_vocab_(model, keep, tokenizer.unk_token_id, fallback="sparse", codes=4)
+    config = fast_config(fuse="off", embedding_bits=4, gate=0.5)
+    report = export_onnx(model, config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=TEXTS * 8)
+    ops = {n.op_type for n in onnx.load(str(out_dir / "model.onnx")).graph.node}
+    assert {"GatherBlockQuantized", "GatherElements", "MatMulInteger"} <= ops
+    ours = Runtime(out_dir, threads=1).logits(TEXTS)
+    theirs = ORTModelForSequenceClassification.from_pretrained(report.out_dir)(
+        **tokenizer(TEXTS, padding=True, return_tensors="pt")
+    ).logits
+    np.testing.assert_allclose(np.asarray(theirs), ours, atol=1e-4)
+    np.testing.assert_allclose(ours, _torch_logits(model, tokenizer, TEXTS), atol=0.1)  # int8 + int4 rounding

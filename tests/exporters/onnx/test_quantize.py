@@ -194,3 +194,95 @@ def test_rank_handles_static_int8_whose_attention_tensors_change_length_between_
     ranking = dict(rank_nodes(onnx.load(str(fp32)), onnx.load(str(tmp_path / "int8.onnx")), feeds))
     scores = next(name for name in ranking if name.endswith("attention/self/MatMul"))  # Q·Kᵀ: (…, seq, seq)
     assert np.isfinite(list(ranking.values())).all() and ranking[scores] != 0.0
+
+
+WORD_EMBEDDINGS = "/bert/embeddings/word_embeddings/Gather"
+
+
+def _initializer_types(path: Path) -> dict[str, int]:
+    return {i.name: i.data_type for i in onnx.load(str(path)).graph.initializer}
+
+
+def test_int4_embeddings_store_the_word_table_in_four_bits_and_nothing_else(tokenizer, tmp_path: Path) -> None:
+    from exporters.onnx.quantize import word_embedding_gather
+    from exporters.onnx.sessions import batches, make_session, run_logits
+    from tests.exporters.onnx.conftest import random_sentences
+
+    spec = EXPORT_SPECS.get("bert")
+    fp32 = tmp_path / "model.onnx"
+    torch_to_onnx(tiny_model(vocab_size=512), trace_feed(tokenizer, spec), spec, fp32, opset=17)
+    assert word_embedding_gather(onnx.load(str(fp32))) == WORD_EMBEDDINGS  # not the position or type table
+    int8, int4 = tmp_path / "int8.onnx", tmp_path / "int4.onnx"
+    quantize_graph(fp32, int8, QuantSettings("dynamic", False, False))
+    quantize_graph(fp32, int4, QuantSettings("dynamic", False, False, embedding_bits=4))
+    nodes = onnx.load(str(int4)).graph.node
+    lookups = [n for n in nodes if n.op_type == "GatherBlockQuantized"]
+    assert len(lookups) == 1 and lookups[0].output[0] == next(n.output[0] for n in nodes if n.name.endswith("_Q4"))
+    types = _initializer_types(int4)
+    assert types[lookups[0].input[0]] == onnx.TensorProto.UINT4
+    assert sum(n.op_type == "MatMulInteger" for n in nodes) == sum(
+        n.op_type == "MatMulInteger" for n in onnx.load(str(int8)).graph.node
+    )  # the rest is quantized exactly as in the int8 graph
+    assert int4.stat().st_size < int8.stat().st_size
+    feeds = batches(tokenizer, random_sentences(16), None, spec.inputs, max_length=64)
+    reference = run_logits(make_session(int8), feeds)
+    assert np.abs(run_logits(make_session(int4), feeds) - reference).max() < 0.1 * np.abs(reference).max()
+
+
+def test_int4_embeddings_stay_fp32_when_the_gate_excludes_the_lookup(tokenizer, tmp_path: Path) -> None:
+    spec = EXPORT_SPECS.get("bert")
+    fp32 = tmp_path / "model.onnx"
+    torch_to_onnx(tiny_model(vocab_size=512), trace_feed(tokenizer, spec), spec, fp32, opset=17)
+    kept = tmp_path / "kept.onnx"
+    quantize_graph(fp32, kept, QuantSettings("dynamic", False, False, 4), exclude=[WORD_EMBEDDINGS])
+    nodes = onnx.load(str(kept)).graph.node
+    assert not any(n.op_type == "GatherBlockQuantized" for n in nodes)
+    gather = next(n for n in nodes if n.name == WORD_EMBEDDINGS)
+    assert _initializer_types(kept)[gather.input[0]] == onnx.TensorProto.FLOAT
+
+
+def test_an_export_with_int4_embeddings_records_them_and_passes_the_gate(tokenizer, sentences, out_dir) -> None:
+    config = fast_config(fuse="off", embedding_bits=4, gate=0.9)
+    report = export_onnx(
+        tiny_model(vocab_size=512), config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences
+    )
+    quantization = report.manifest["quantization"]
+    assert quantization["embedding_bits"] == 4 and quantization["gate"]["passed"]
+    assert report.manifest["opset"] == 21  # ONNX's int4 type
+    ops = [n.op_type for n in onnx.load(str(out_dir / "model.onnx")).graph.node]
+    assert ops.count("GatherBlockQuantized") == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"embedding_bits": 2}, "`embedding_bits` must be 8 or 4; got 2"),
+        ({"embedding_bits": 4, "quantize": "none"}, "needs an int8 export"),
+    ],
+)
+def test_embedding_bits_are_checked(overrides: dict, message: str) -> None:
+    from compressor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        fast_config(**overrides)
+
+
+def test_the_gate_tries_finer_int4_blocks_before_keeping_nodes_in_fp32(tokenizer, sentences, out_dir, monkeypatch):
+    blocks: list[int | None] = []
+    real = quantize_module.quantize_embedding_int4
+
+    def spy(path: Path, node: str, *, block: int | None = None) -> None:
+        blocks.append(block)
+        real(path, node, block=block)
+
+    monkeypatch.setattr(quantize_module, "quantize_embedding_int4", spy)
+    # int4 rows in blocks of 32 miss the gate, in blocks of 16 they pass
+    monkeypatch.setattr(quantize_module, "agreement", lambda reference, logits: 0.995 if blocks[-1] == 16 else 0.98)
+    config = fast_config(fuse="off", embedding_bits=4, per_channel=True)
+    report = export_onnx(
+        tiny_model(vocab_size=512), config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences
+    )
+    quantization = report.manifest["quantization"]
+    assert [t["embedding_block"] for t in quantization["gate"]["tried"]] == [32, 16]
+    assert quantization["embedding_block"] == 16 and report.excluded_nodes == []
+    assert blocks[-1] == 16  # the artifact is the finer graph
