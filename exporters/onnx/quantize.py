@@ -182,6 +182,27 @@ def word_embedding_gather(model: onnx.ModelProto) -> str | None:
     return best
 
 
+def default_embedding_block(model: onnx.ModelProto, node: str) -> int:
+    """The int4 block for the table that Gather `node` reads: the first of EMBEDDING_BLOCKS dividing its width."""
+    gather = next(n for n in model.graph.node if n.name == node)
+    width = next(list(i.dims) for i in model.graph.initializer if i.name == gather.input[0])[1]
+    return next((b for b in EMBEDDING_BLOCKS if width % b == 0), EMBEDDING_BLOCKS[0])
+
+
+def _with_embedding_block(settings: QuantSettings, src: Path) -> QuantSettings:
+    """`settings` naming the int4 block that will be used, so that the gate's records and its finer-block step
+    see the block the graph gets (16, not 32, for a table 48 wide)."""
+    if settings.embedding_bits != 4 or settings.embedding_block is not None:
+        return settings
+    model = onnx.load(str(src))
+    node = word_embedding_gather(model)
+    return (
+        settings
+        if node is None
+        else dataclasses.replace(settings, embedding_block=default_embedding_block(model, node))
+    )
+
+
 def quantize_embedding_int4(path: Path, node: str, *, block: int | None = None) -> None:
     """Store the word-embedding table of `path` as asymmetric int4 with one scale and zero point per block of a
     row (ORT's weight-only quantizer → GatherBlockQuantized), in place: ~4.3 bits per weight instead of 8.
@@ -192,10 +213,7 @@ def quantize_embedding_int4(path: Path, node: str, *, block: int | None = None) 
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.load(str(path))
-    dims = {i.name: list(i.dims) for i in model.graph.initializer}
-    gather = next(n for n in model.graph.node if n.name == node)
-    width = dims[gather.input[0]][1]
-    block = block or next((b for b in EMBEDDING_BLOCKS if width % b == 0), EMBEDDING_BLOCKS[0])
+    block = block or default_embedding_block(model, node)
     # it warns that it raises the opset to 21 (int4 tensors): ONNX Runtime runs the result, and the manifest says so
     nbits_log = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
     level = nbits_log.level
@@ -449,6 +467,7 @@ def quantize_with_gate(
         logger.info("%s: fp32 nodes with int8 weights %.2f ms, fp32 weights %.2f ms (1 thread)", name, *p50.values())
         return keep
 
+    settings = _with_embedding_block(settings, src)
     tried: list[dict[str, Any]] = []
     first, logits = attempt(settings)
     if first < gate and try_per_channel and not settings.per_channel:
@@ -458,7 +477,7 @@ def quantize_with_gate(
             settings, first, logits = alternative, second, second_logits
         else:
             quantize_graph(src, dst, settings, calibration=calibration)  # put the better graph back in place
-    if first < gate and settings.embedding_bits == 4 and (settings.embedding_block or 0) != FINE_BLOCK:
+    if first < gate and settings.embedding_bits == 4 and settings.embedding_block not in (None, FINE_BLOCK):
         finer = dataclasses.replace(settings, embedding_block=FINE_BLOCK)  # int4 rows rounded more finely
         score, finer_logits = attempt(finer)
         if score >= first:

@@ -286,3 +286,14 @@ def test_the_gate_tries_finer_int4_blocks_before_keeping_nodes_in_fp32(tokenizer
     assert [t["embedding_block"] for t in quantization["gate"]["tried"]] == [32, 16]
     assert quantization["embedding_block"] == 16 and report.excluded_nodes == []
     assert blocks[-1] == 16  # the artifact is the finer graph
+
+
+def test_the_gate_records_the_int4_block_a_narrow_table_gets(tokenizer, sentences, out_dir, monkeypatch) -> None:
+    scores = iter([0.98])  # the first graph misses the gate; any later one passes
+    monkeypatch.setattr(quantize_module, "agreement", lambda reference, logits: next(scores, 0.995))
+    config = fast_config(fuse="off", embedding_bits=4, per_channel=True)
+    model = tiny_model(vocab_size=512, hidden_size=48, num_attention_heads=4)  # 48 wide: blocks of 16, not 32
+    report = export_onnx(model, config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences)
+    quantization = report.manifest["quantization"]
+    assert [t["embedding_block"] for t in quantization["gate"]["tried"]] == [16]  # no second try at the same block
+    assert quantization["embedding_block"] == 16
