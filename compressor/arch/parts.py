@@ -9,7 +9,14 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from compressor.arch.modules import BiasOnly, EmptyIntermediate, HeadlessAttention, HeadlessSelfAttention
+from compressor.arch.modules import (
+    BiasOnly,
+    CodedLookup,
+    EmptyIntermediate,
+    HeadlessAttention,
+    HeadlessSelfAttention,
+    RemappedEmbedding,
+)
 from compressor.arch.table import ArchSpec, arch_for
 
 M = TypeVar("M", bound=nn.Module)
@@ -139,6 +146,24 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+@contextmanager
+def export_forms(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` with each coded vocabulary (RemappedEmbedding with codes) in its export form (CodedLookup: the
+    same outputs, a lookup that mixes only the ids that need it) inside the block; the modules come back after."""
+    swapped = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, RemappedEmbedding) and module.codes
+    ]
+    for name, module in swapped:
+        set_module(model, name, CodedLookup(module))
+    try:
+        yield model
+    finally:
+        for name, module in swapped:
+            set_module(model, name, module)
 
 
 def to_device(model: nn.Module, device: str | torch.device | None) -> nn.Module:

@@ -19,7 +19,7 @@ from typing import Any
 import onnx
 import torch
 
-from compressor.arch.parts import count_parameters, eval_mode, max_tokens
+from compressor.arch.parts import count_parameters, eval_mode, export_forms, max_tokens
 from compressor.arch.structure import ensure_structure
 from compressor.errors import ConfigError, ExportError, ModelError, ParityError
 from compressor.fs import atomic_dir, check_out_dir
@@ -56,10 +56,11 @@ def trace_feed(tokenizer: Any, spec: ExportSpec) -> sessions.Feed:
 
 
 def torch_to_onnx(model: torch.nn.Module, feed: sessions.Feed, spec: ExportSpec, path: Path, *, opset: int) -> None:
-    """Trace the in-memory model (pruned shapes included) on `feed` to `path`, dynamic batch and sequence axes."""
+    """Trace the in-memory model (pruned shapes included, coded vocabularies in their export form) on `feed` to
+    `path`, dynamic batch and sequence axes."""
     device = next(model.parameters()).device
     kwargs = {name: torch.from_numpy(feed[name]).to(device) for name in spec.inputs}
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), export_forms(model):
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, not gone
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         try:

@@ -191,16 +191,17 @@ def default_embedding_block(model: onnx.ModelProto, node: str) -> int:
 
 def _with_embedding_block(settings: QuantSettings, src: Path) -> QuantSettings:
     """`settings` naming the int4 block that will be used, so that the gate's records and its finer-block step
-    see the block the graph gets (16, not 32, for a table 48 wide)."""
+    see the block the graph gets (16, not 32, for a table 48 wide); embedding_bits 8 for a graph with no word
+    embedding Gather to store in int4 (ORT fused the lookup into EmbedLayerNormalization), so that its records do
+    not claim int4 embeddings it does not have."""
     if settings.embedding_bits != 4 or settings.embedding_block is not None:
         return settings
     model = onnx.load(str(src))
     node = word_embedding_gather(model)
-    return (
-        settings
-        if node is None
-        else dataclasses.replace(settings, embedding_block=default_embedding_block(model, node))
-    )
+    if node is None:
+        logger.info("%s: no word-embedding Gather (fused lookup): its embeddings are not stored in int4", src.name)
+        return dataclasses.replace(settings, embedding_bits=8)
+    return dataclasses.replace(settings, embedding_block=default_embedding_block(model, node))
 
 
 def quantize_embedding_int4(path: Path, node: str, *, block: int | None = None) -> None:

@@ -6,8 +6,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from compressor.arch.modules import RemappedEmbedding
+from compressor.arch.modules import CodedLookup, RemappedEmbedding
+from compressor.arch.parts import export_forms
 from compressor.arch.surgery import prune_heads_, prune_hidden_
 from compressor.checkpoint import load_model, save_model
 from compressor.errors import ConfigError, PruneError
@@ -198,3 +201,59 @@ def test_used_token_ids_reads_the_second_texts_too(tmp_path: Path) -> None:
     both = used_token_ids(tok, firsts, seconds)
     assert both == used_token_ids(tok, firsts) | used_token_ids(tok, seconds)
     assert both == used_token_ids(tok, KEPT_TEXTS)
+
+
+def _coded_embedding(vocab: int, kept: int, codes: int, seed: int) -> RemappedEmbedding:
+    """A coded vocabulary as the sparse fallback writes it: kept ids [row, 0, …] with weights [1, 0, …], the
+    others `codes` random rows and weights."""
+    generator = torch.Generator().manual_seed(seed)
+    emb = RemappedEmbedding(vocab, kept, 6, codes=codes)
+    keep = torch.randperm(vocab, generator=generator)[:kept]
+    ids = torch.randint(0, kept, (vocab, codes), generator=generator)
+    weights = torch.randn(vocab, codes, generator=generator)
+    ids[keep] = 0
+    ids[keep, 0] = torch.arange(kept)
+    weights[keep] = 0.0
+    weights[keep, 0] = 1.0
+    with torch.no_grad():
+        emb.weight.normal_(generator=generator)
+        emb.code_ids.copy_(ids)
+        emb.code_weights.copy_(weights)
+    return emb
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    vocab=st.integers(8, 60),
+    kept_share=st.floats(0.1, 1.0),
+    codes=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 9)),
+)
+def test_coded_lookup_gives_the_embeddings_outputs(vocab, kept_share, codes, seed, shape) -> None:
+    """The export form reads kept ids directly and mixes only the others: the same rows for any ids, whether a
+    batch holds no id to mix, some, or only such ids."""
+    kept = max(1, int(vocab * kept_share))
+    emb = _coded_embedding(vocab, kept, codes, seed)
+    lookup = CodedLookup(emb)
+    ids = torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        torch.testing.assert_close(lookup(ids), emb(ids), rtol=0, atol=1e-5)
+    direct = (emb.code_weights[:, 0] == 1) & (emb.code_weights[:, 1:] == 0).all(dim=1)
+    assert lookup.code_ids.shape == (int((~direct).sum()), codes)  # codes stored for the mixed ids only
+    assert lookup.weight is emb.weight  # the table is shared, not copied
+
+
+def test_export_forms_swaps_the_coded_vocabulary_for_the_block_only(tmp_path: Path) -> None:
+    model = tiny_model(2)
+    tokenizer = tiny_tokenizer(tmp_path)
+    keep = tokenizer.convert_tokens_to_ids(["[PAD]", "[CLS]", "[SEP]", "a", "great", "movie"])
+    prune_vocab_(model, keep, tokenizer.unk_token_id, fallback="sparse", codes=3)
+    inputs = encode(tokenizer, ["a great movie", "a dull film"])
+    with torch.no_grad():
+        before = model(**inputs).logits
+        with export_forms(model):
+            assert isinstance(model.bert.embeddings.word_embeddings, CodedLookup)
+            during = model(**inputs).logits
+    assert isinstance(model.bert.embeddings.word_embeddings, RemappedEmbedding)
+    torch.testing.assert_close(during, before, rtol=0, atol=1e-5)

@@ -138,12 +138,23 @@ def test_sparse_vocabulary_exports_int8_with_its_codes_as_stored(tokenizer, out_
     assert report.parity_max_abs_diff <= 1e-4  # the fp32 graph, sparse lookup included, against torch
     assert report.manifest["structure"]["vocab"] == {"source_size": tokenizer.vocab_size, "kept": 10, "codes": 4}
     graph = onnx.load(str(out_dir / "model.onnx")).graph
-    codes = {i.data_type for i in graph.initializer if list(i.dims) == [tokenizer.vocab_size, 4]}
-    assert codes == {onnx.TensorProto.INT16, onnx.TensorProto.FLOAT16}  # the int8 graph keeps them as they are
-    assert "MatMulInteger" in {n.op_type for n in graph.node}
-    np.testing.assert_allclose(
-        _onnx_logits(out_dir / "model.onnx", tokenizer, TEXTS), _torch_logits(model, tokenizer, TEXTS), atol=1e-2
-    )
+    shapes = {(tuple(i.dims), i.data_type) for i in graph.initializer}
+    # the export form (CodedLookup): codes for the dropped ids only, the int8 graph keeping them as they are, and
+    # one id map (a kept row, or -1 - the dropped id's code slot)
+    dropped = tokenizer.vocab_size - 10
+    assert {((dropped, 4), onnx.TensorProto.INT16), ((dropped, 4), onnx.TensorProto.FLOAT16)} <= shapes
+    assert ((tokenizer.vocab_size,), onnx.TensorProto.INT32) in shapes
+    assert not any(dims == (tokenizer.vocab_size, 4) for dims, _ in shapes)
+    ops = [n.op_type for n in graph.node]
+    assert "MatMulInteger" in ops and "NonZero" in ops and "ScatterND" in ops
+    # one lookup of the (int8) table of 10 kept rows serves the kept and the mixed ids
+    tables = {i.name for i in graph.initializer if len(i.dims) == 2 and i.dims[0] == 10}
+    assert sum(bool(n.input) and n.input[0] in tables for n in graph.node) == 1
+    kept_only = ["a great movie", "i hated a film"]  # no id to mix: NonZero finds nothing
+    for texts in (TEXTS, kept_only):
+        np.testing.assert_allclose(
+            _onnx_logits(out_dir / "model.onnx", tokenizer, texts), _torch_logits(model, tokenizer, texts), atol=1e-2
+        )
 
 
 def test_parity_failure_raises_with_the_measured_value_and_leaves_no_directory(

@@ -297,3 +297,17 @@ def test_the_gate_records_the_int4_block_a_narrow_table_gets(tokenizer, sentence
     quantization = report.manifest["quantization"]
     assert [t["embedding_block"] for t in quantization["gate"]["tried"]] == [16]  # no second try at the same block
     assert quantization["embedding_block"] == 16
+
+
+def test_a_fused_lookup_is_not_recorded_as_int4(tokenizer, sentences, out_dir) -> None:
+    """ORT fuses the word-embedding lookup of the fused graph into EmbedLayerNormalization: no Gather to store in
+    int4, so the manifest says 8 bits, not the 4 that were asked for."""
+    config = fast_config(fuse="on", embedding_bits=4, gate=0.5)
+    report = export_onnx(
+        tiny_model(vocab_size=512), config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences
+    )
+    ops = [n.op_type for n in onnx.load(str(out_dir / "model.onnx")).graph.node]
+    assert "EmbedLayerNormalization" in ops or "QEmbedLayerNormalization" in ops
+    assert "GatherBlockQuantized" not in ops
+    quantization = report.manifest["quantization"]
+    assert quantization["embedding_bits"] == 8 and "embedding_block" not in quantization
