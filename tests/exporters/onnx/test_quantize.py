@@ -215,12 +215,18 @@ def test_int4_embeddings_store_the_word_table_in_four_bits_and_nothing_else(toke
     int8, int4 = tmp_path / "int8.onnx", tmp_path / "int4.onnx"
     quantize_graph(fp32, int8, QuantSettings("dynamic", False, False))
     quantize_graph(fp32, int4, QuantSettings("dynamic", False, False, embedding_bits=4))
-    nodes = onnx.load(str(int4)).graph.node
-    lookups = [n for n in nodes if n.op_type == "GatherBlockQuantized"]
-    assert len(lookups) == 1 and lookups[0].output[0] == next(n.output[0] for n in nodes if n.name.endswith("_Q4"))
+    model = onnx.load(str(int4))
     types = _initializer_types(int4)
-    assert types[lookups[0].input[0]] == onnx.TensorProto.UINT4
-    assert sum(n.op_type == "MatMulInteger" for n in nodes) == sum(
+    assert types[f"{WORD_EMBEDDINGS}_int4/packed"] == onnx.TensorProto.UINT8  # two int4 values per byte
+    packed = next(i for i in model.graph.initializer if i.name == f"{WORD_EMBEDDINGS}_int4/packed")
+    width = tiny_model(vocab_size=512).config.hidden_size
+    assert list(packed.dims) == [512, width // 2]
+    assert not any(
+        len(i.dims) == 2 and i.dims[0] == 512 and t == onnx.TensorProto.FLOAT
+        for i, t in ((i, i.data_type) for i in model.graph.initializer)
+    )  # no fp32 or int8 copy of the table left
+    assert all(o.version == 17 for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    assert sum(n.op_type == "MatMulInteger" for n in model.graph.node) == sum(
         n.op_type == "MatMulInteger" for n in onnx.load(str(int8)).graph.node
     )  # the rest is quantized exactly as in the int8 graph
     assert int4.stat().st_size < int8.stat().st_size
@@ -236,7 +242,7 @@ def test_int4_embeddings_stay_fp32_when_the_gate_excludes_the_lookup(tokenizer, 
     kept = tmp_path / "kept.onnx"
     quantize_graph(fp32, kept, QuantSettings("dynamic", False, False, 4), exclude=[WORD_EMBEDDINGS])
     nodes = onnx.load(str(kept)).graph.node
-    assert not any(n.op_type == "GatherBlockQuantized" for n in nodes)
+    assert not any("_int4/" in n.name for n in nodes)
     gather = next(n for n in nodes if n.name == WORD_EMBEDDINGS)
     assert _initializer_types(kept)[gather.input[0]] == onnx.TensorProto.FLOAT
 
@@ -248,9 +254,9 @@ def test_an_export_with_int4_embeddings_records_them_and_passes_the_gate(tokeniz
     )
     quantization = report.manifest["quantization"]
     assert quantization["embedding_bits"] == 4 and quantization["gate"]["passed"]
-    assert report.manifest["opset"] == 21  # ONNX's int4 type
-    ops = [n.op_type for n in onnx.load(str(out_dir / "model.onnx")).graph.node]
-    assert ops.count("GatherBlockQuantized") == 1
+    assert report.manifest["opset"] == 17  # the int4 lookup is made of standard ops
+    names = [n.name for n in onnx.load(str(out_dir / "model.onnx")).graph.node]
+    assert names.count(f"{WORD_EMBEDDINGS}_int4/gather_bytes") == 1
 
 
 @pytest.mark.parametrize(
@@ -308,6 +314,6 @@ def test_a_fused_lookup_is_not_recorded_as_int4(tokenizer, sentences, out_dir) -
     )
     ops = [n.op_type for n in onnx.load(str(out_dir / "model.onnx")).graph.node]
     assert "EmbedLayerNormalization" in ops or "QEmbedLayerNormalization" in ops
-    assert "GatherBlockQuantized" not in ops
+    assert not any("_int4/" in n.name for n in onnx.load(str(out_dir / "model.onnx")).graph.node)
     quantization = report.manifest["quantization"]
     assert quantization["embedding_bits"] == 8 and "embedding_block" not in quantization

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from compressor.errors import ExportError
+from exporters.onnx.int4 import LEVELS, dequantize, int4_blocks, int4_lookup_
+from exporters.onnx.sessions import make_session
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 12),
+    groups=st.integers(1, 4),
+    block=st.sampled_from([2, 4, 16, 32]),
+    seed=st.integers(0, 2**16),
+    spread=st.floats(1e-3, 1e3),
+)
+def test_int4_rows_are_within_half_a_step_of_the_table(rows, groups, block, seed, spread) -> None:
+    table = (np.random.default_rng(seed).standard_normal((rows, groups * block)) * spread).astype(np.float32)
+    packed, scale, offset = int4_blocks(table, block)
+    assert packed.dtype == np.uint8 and packed.shape == (rows, groups * block // 2)
+    assert scale.dtype == offset.dtype == np.float16 and scale.shape == (rows, groups)
+    step = np.repeat(scale.astype(np.float32), block, axis=1)
+    # half a step of rounding, plus what fp16 scale and offset add (relative 2^-11 of the block's range)
+    bound = 0.5 * step + 1e-3 * np.repeat(np.abs(table).reshape(rows, groups, block).max(axis=2), block, axis=1)
+    assert (np.abs(dequantize(packed, scale, offset) - table) <= bound + 1e-6).all()
+
+
+def test_a_constant_block_is_stored_exactly_and_levels_use_the_whole_range() -> None:
+    table = np.array([[0.5] * 4 + [0.0, 1.0, 2.0, 15.0]], dtype=np.float32)
+    packed, scale, offset = int4_blocks(table, 4)
+    assert scale[0, 0] == 0 and dequantize(packed, scale, offset)[0, :4].tolist() == [0.5] * 4
+    np.testing.assert_allclose(dequantize(packed, scale, offset)[0, 4:], [0.0, 1.0, 2.0, 15.0])
+    assert (packed >> 4).max() == LEVELS  # the block's max is level 15, in the high nibble of the last byte
+
+
+def test_a_block_that_does_not_divide_the_width_is_refused() -> None:
+    with pytest.raises(ExportError, match="an int4 block of 32 does not divide the embedding width 48"):
+        int4_blocks(np.zeros((2, 48), dtype=np.float32), 32)
+
+
+def _lookup_graph(table: np.ndarray, rank: int) -> onnx.ModelProto:
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [None] * rank)
+    out = helper.make_tensor_value_info("rows", TensorProto.FLOAT, [None] * (rank + 1))
+    node = helper.make_node("Gather", ["table", "ids"], ["rows"], name="lookup", axis=0)
+    graph = helper.make_graph([node], "g", [ids], [out], [numpy_helper.from_array(table, "table")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3), (1, 1), (3, 0)])
+def test_the_int4_lookup_gives_the_stored_rows_for_ids_of_any_shape(shape) -> None:
+    table = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
+    model = _lookup_graph(table, len(shape))
+    int4_lookup_(model, "lookup", 32)
+    onnx.checker.check_model(model)
+    assert {i.name for i in model.graph.initializer} >= {"lookup_int4/packed", "lookup_int4/scale"}
+    assert "table" not in {i.name for i in model.graph.initializer}  # the fp32 table is gone
+    ids = np.random.default_rng(1).integers(0, 20, shape)
+    (rows,) = make_session(model.SerializeToString(), threads=1).run(None, {"ids": ids})
+    expected = dequantize(*int4_blocks(table, 32))[ids]
+    assert rows.shape == (*shape, 64)
+    np.testing.assert_allclose(rows, expected, rtol=0, atol=1e-6)
+    assert ids.size == 0 or np.abs(rows - table[ids]).max() <= 0.6 * (table.max() - table.min()) / LEVELS
+
+
+def test_the_int4_lookup_refuses_a_node_it_cannot_store() -> None:
+    model = _lookup_graph(np.zeros((4, 8), dtype=np.float32), 1)
+    with pytest.raises(ExportError, match="no Gather `other`"):
+        int4_lookup_(model, "other", 4)
