@@ -185,10 +185,15 @@ def word_embedding_gather(model: onnx.ModelProto) -> str | None:
 
 
 def default_embedding_block(model: onnx.ModelProto, node: str) -> int:
-    """The int4 block for the table that Gather `node` reads: the first of EMBEDDING_BLOCKS dividing its width."""
+    """The int4 block for the table that Gather `node` reads: the first of EMBEDDING_BLOCKS dividing its width, else
+    the largest even divisor up to 32 (a width-pruned model: 20 for a width of 200)."""
     gather = next(n for n in model.graph.node if n.name == node)
     width = next(list(i.dims) for i in model.graph.initializer if i.name == gather.input[0])[1]
-    return next((b for b in EMBEDDING_BLOCKS if width % b == 0), EMBEDDING_BLOCKS[0])
+    block = next((b for b in EMBEDDING_BLOCKS if width % b == 0), None)
+    block = block or next((b for b in range(32, 1, -2) if width % b == 0), None)
+    if block is None:
+        raise ExportError(f"the word-embedding width {width} is odd: int4 packs pairs; export with --embedding-bits 8")
+    return block
 
 
 def _with_embedding_block(settings: QuantSettings, src: Path) -> QuantSettings:
@@ -454,7 +459,8 @@ def quantize_with_gate(
             settings, first, logits = alternative, second, second_logits
         else:
             quantize_graph(src, dst, settings, calibration=calibration)  # put the better graph back in place
-    if first < gate and settings.embedding_bits == 4 and settings.embedding_block not in (None, FINE_BLOCK):
+    block = settings.embedding_block or 0
+    if first < gate and settings.embedding_bits == 4 and block > FINE_BLOCK and block % FINE_BLOCK == 0:
         finer = dataclasses.replace(settings, embedding_block=FINE_BLOCK)  # int4 rows rounded more finely
         score, finer_logits = attempt(finer)
         if score >= first:

@@ -317,3 +317,16 @@ def test_a_fused_lookup_is_not_recorded_as_int4(tokenizer, sentences, out_dir) -
     assert not any("_int4/" in n.name for n in onnx.load(str(out_dir / "model.onnx")).graph.node)
     quantization = report.manifest["quantization"]
     assert quantization["embedding_bits"] == 8 and "embedding_block" not in quantization
+
+
+def test_int4_embeddings_of_a_width_no_standard_block_divides(tokenizer, sentences, out_dir, monkeypatch) -> None:
+    """A width-pruned model (40 wide: no block of 16, 32, 64 or 128 fits) gets the largest even block that divides
+    its width, and the gate's finer-block step, which would not divide it, is skipped."""
+    scores = iter([0.98])  # the first graph misses the gate
+    monkeypatch.setattr(quantize_module, "agreement", lambda reference, logits: next(scores, 0.995))
+    config = fast_config(fuse="off", embedding_bits=4, per_channel=True)
+    model = tiny_model(vocab_size=512, hidden_size=40, num_attention_heads=4)
+    report = export_onnx(model, config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences)
+    quantization = report.manifest["quantization"]
+    assert quantization["embedding_block"] == 20
+    assert [t["embedding_block"] for t in quantization["gate"]["tried"]] == [20]
