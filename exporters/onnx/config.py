@@ -74,7 +74,7 @@ class ExportConfig:
         metadata={
             "help": "Bits of the word-embedding table in an int8 export: 8, or 4 (block-wise int4 with an fp16 "
             "scale and offset per 32 weights, unpacked by standard ops for the looked-up rows only: ~60 % of the "
-            "bytes of the largest tensor, ~0.1 ms at 128 tokens).",
+            "bytes of the largest tensor, ~0.2 ms at 128 tokens).",
             HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
         },
     )

@@ -299,7 +299,7 @@ def export_onnx(
                 "note": TARGETS[config.optimize_for].note if config.optimize_for else None,
             },
             "eval_sample": {"source": sample.source, "samples": len(sample)},
-            "opset": graph_opset,  # int4 embeddings raise the exported opset to 21 (ONNX's int4 type)
+            "opset": graph_opset,  # the final graph's own: a rewrite may import a newer opset than traced
             "max_length": config.max_length,
             "max_positions": max_tokens(model),  # what the runtime may pad to (RoBERTa: the table less its offset)
             "inputs": list(spec.inputs),

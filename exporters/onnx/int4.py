@@ -7,7 +7,7 @@ the block parameters of the ids it is asked for, then unpacks and rescales only 
 
 Written here rather than through ONNX Runtime's weight-only quantizer (MatMulNBitsQuantizer → the contrib op
 GatherBlockQuantized), which we used first: its CPU kernel dequantizes ~5.6 µs per 384-wide row on this host
-(0.7 ms for 128 tokens, a fifth of the 3-layer SST-2 model's run), against ~0.25 ms for this subgraph; it also
+(0.7 ms for 128 tokens, a fifth of the 3-layer SST-2 model's run), against ~0.22 ms for this subgraph; it also
 needs opset 21 for the int4 tensor type, which switches off ORT fusions that match earlier op versions. These ops
 are opset 13 and run in any ONNX runtime.
 """
