@@ -136,16 +136,21 @@ class CodedLookup(nn.Module):
         self.register_buffer("id_map", id_map)
         self.register_buffer("code_ids", ids.index_select(0, mixed).clone())
         self.register_buffer("code_weights", weights.index_select(0, mixed).clone())
+        self.register_buffer("code_columns", torch.zeros(1, self.codes, dtype=torch.long), persistent=False)
+        self.register_buffer("zero", torch.zeros((), dtype=torch.int32), persistent=False)  # no Cast before Less
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        slots = self.id_map[input_ids.reshape(-1)].long()  # (tokens,): a kept row, or -1 - slot of a mix
-        mixed = (slots < 0).nonzero().squeeze(1)  # (n,) positions of the ids to mix
+        # written for a short graph: int32 ids throughout (ONNX Gather takes them), one NonZero, constant shapes
+        slots = self.id_map[input_ids.reshape(-1)]  # (tokens,) int32: a kept row, or -1 - slot of a mix
+        mixed = (slots < self.zero).nonzero().reshape(-1)  # (n,) positions of the ids to mix
         slot = -1 - slots.index_select(0, mixed)  # (n,)
-        rows = torch.cat([slots.clamp(min=0), self.code_ids.index_select(0, slot).long().reshape(-1)])
+        rows = torch.cat([slots.clamp(min=0), self.code_ids.index_select(0, slot).to(slots.dtype).reshape(-1)])
         table = nn.functional.embedding(rows, self.weight)  # (tokens + n * codes, dim): the one lookup
         tokens, dim = slots.shape[0], self.weight.shape[1]
         direct, coded = table[:tokens], table[tokens:].reshape(-1, self.codes, dim)
-        # torch.gather exports as GatherElements, which the int8 quantizer leaves alone (see RemappedEmbedding)
-        weights = torch.gather(self.code_weights, 0, slot.unsqueeze(1).expand(-1, self.codes)).unsqueeze(-1)
-        mix = (coded.float() * weights.float()).sum(1).to(direct.dtype)  # (n, dim)
+        # torch.gather exports as GatherElements, which the int8 quantizer leaves alone (see RemappedEmbedding); its
+        # index is the slot broadcast over the codes by an Add of zeros (an expand(-1, codes) traces to five nodes)
+        index = slot.long().unsqueeze(1) + self.code_columns
+        weights = torch.gather(self.code_weights, 0, index).unsqueeze(-1)  # (n, codes, 1)
+        mix = (coded * weights.to(coded.dtype)).sum(1)  # (n, dim)
         return direct.index_put((mixed,), mix).reshape(*input_ids.shape, dim)

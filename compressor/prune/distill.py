@@ -14,7 +14,7 @@ from compressor.errors import PruneError
 from compressor.methods.api import merge
 from compressor.methods.base import METHODS, count_trainable
 from compressor.prune.config import PruneConfig
-from compressor.train.config import TrainConfig, resolve_device
+from compressor.train.config import TrainConfig, resolve_device, use_bf16
 from compressor.train.distill import LayerMap, distillation_loss, layerwise_outputs
 from compressor.train.loop import train
 
@@ -45,6 +45,8 @@ def distill_(
 
     steps = steps or config.recover_steps
     method = METHODS.get(config.recover_method)
+    device = resolve_device("auto")
+    bf16 = use_bf16(config.precision, device)
     cfg = TrainConfig(
         max_steps=steps,
         lr=config.lr,
@@ -52,8 +54,9 @@ def distill_(
         seed=config.seed,
         save_steps=max(50, steps // 4),
         logging_steps=max(10, steps // 10),
+        bf16=bf16,
     )
-    teacher.to(resolve_device(cfg.device))  # the Trainer moves the student there; the teacher must follow
+    teacher.to(device)  # the Trainer moves the student there; the teacher must follow
     hidden, attention = config.hidden_weight > 0, config.attention_weight > 0
     layers = LayerMap.between(ensure_structure(model), ensure_structure(teacher)) if hidden or attention else None
     kl = distillation_loss(
@@ -63,6 +66,7 @@ def distill_(
         hidden_weight=config.hidden_weight,
         attention_weight=config.attention_weight,
         layer_map=layers,
+        bf16=bf16,
     )
 
     def extra(m: nn.Module, inputs: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:

@@ -64,6 +64,7 @@ def distillation_loss(
     hidden_weight: float = 0.0,
     attention_weight: float = 0.0,
     layer_map: LayerMap | None = None,
+    bf16: bool = False,
 ) -> ExtraLoss:
     """λ·T²·KL(teacher ‖ student) on the logits at temperature T (λ·MSE of the scores for a one-output regression
     head, where there is no distribution to soften: T is unused), plus the layer-wise terms when their weights are
@@ -72,6 +73,8 @@ def distillation_loss(
     only). The teacher's outputs are computed on the fly, without gradients.
 
     The student must return hidden states and attentions when the layer-wise terms are on (`layerwise_outputs`).
+    With `bf16` the teacher's forward runs under bfloat16 autocast too (on a CPU the Trainer's autocast already
+    covers it; on CUDA accelerate wraps only the student's forward); the terms are computed in float32.
     """
     teacher.eval()
     for p in teacher.parameters():
@@ -82,7 +85,8 @@ def distillation_loss(
 
     def loss(model: nn.Module, inputs: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
         feed = {k: v for k, v in inputs.items() if k != "labels"}
-        with torch.no_grad():
+        kind = inputs["attention_mask"].device.type
+        with torch.no_grad(), torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
             t_out = teacher(**feed, output_hidden_states=hidden_weight > 0, output_attentions=attention_weight > 0)
         total = weight * logit_loss(outputs.logits, t_out.logits, temperature)
         mask = inputs["attention_mask"].bool()  # (batch, seq)
@@ -105,7 +109,9 @@ def hidden_loss(
     pairs = [(0, 0)] + [(i + 1, j + 1) for i, j in enumerate(layer_map.layers)]
     index = layer_map.hidden
     terms = [  # each (tokens, width) against the teacher's same dimensions
-        nn.functional.mse_loss(student[s][mask], teacher[t][mask] if index is None else teacher[t][mask][:, index])
+        nn.functional.mse_loss(
+            student[s][mask].float(), (teacher[t][mask] if index is None else teacher[t][mask][:, index]).float()
+        )
         for s, t in pairs
     ]
     return torch.stack(terms).mean()
@@ -123,7 +129,8 @@ def attention_loss(
         probs = student[i]
         if probs is None or not heads:  # a layer without heads attends to nothing
             continue
-        target = teacher[j][:, heads]  # (batch, kept heads, seq, seq)
+        probs = probs.float()
+        target = teacher[j][:, heads].float()  # (batch, kept heads, seq, seq)
         rows = mask[:, None, :, None].expand_as(probs)  # real query tokens
         log_s = probs.clamp_min(1e-12).log()
         log_t = target.clamp_min(1e-12).log()
@@ -145,8 +152,8 @@ def logit_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
 def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T²·KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch; zero when the logits are equal."""
     t = temperature
-    log_p_s = nn.functional.log_softmax(student_logits / t, dim=-1)
-    log_p_t = nn.functional.log_softmax(teacher_logits / t, dim=-1)
+    log_p_s = nn.functional.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_t = nn.functional.log_softmax(teacher_logits.float() / t, dim=-1)
     return nn.functional.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * t * t
 
 

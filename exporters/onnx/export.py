@@ -26,7 +26,7 @@ from compressor.fs import atomic_dir, check_out_dir
 from compressor.schema import config_to_dict
 from compressor.task import REGRESSION, config_task
 from exporters.manifest import MODEL_NAME, write_manifest
-from exporters.onnx import optimize, sessions, sparse, validate
+from exporters.onnx import optimize, sessions, shapes, sparse, validate
 from exporters.onnx.config import ExportConfig, ExportReport
 from exporters.onnx.cpu import TARGETS, host_cpu, resolve_reduce_range
 from exporters.onnx.quantize import GateResult, QuantSettings, quantize_with_gate
@@ -78,7 +78,11 @@ def torch_to_onnx(model: torch.nn.Module, feed: sessions.Feed, spec: ExportSpec,
             )
         except (RuntimeError, TypeError, torch.onnx.errors.OnnxExporterError) as err:
             raise ExportError(f"torch.onnx export failed: {str(err).splitlines()[0][:300]}") from None
-    graph = onnx.load(str(path), load_external_data=False).graph
+    traced = onnx.load(str(path), load_external_data=False)
+    external = any(i.data_location == onnx.TensorProto.EXTERNAL for i in traced.graph.initializer)
+    if not external and shapes.fold_reshape_targets_(traced):  # exact: constant targets for shape arithmetic
+        onnx.save(traced, str(path))
+    graph = traced.graph
     outputs = tuple(o.name for o in graph.output)
     if outputs != spec.outputs:
         raise ExportError(f"exported graph has outputs {outputs}; the {spec.model_type} spec expects {spec.outputs}")

@@ -13,31 +13,13 @@ import torch
 
 from compressor.errors import ParityError
 from compressor.task import fidelity, regression_metrics
+from exporters.measure import BUILTIN_SENTENCES
 from exporters.onnx.sessions import Feed, make_session, run_logits
 
 logger = logging.getLogger(__name__)
 
 PARITY_ROWS = 64  # parity runs PyTorch too, so it uses the first rows of the sample only
 
-# Used when neither evaluation data nor calibration text is given: real sentences of varied length and tone.
-BUILTIN_SENTENCES = (
-    "The film is a charming, funny and surprisingly moving story about two old friends.",
-    "I could not wait for it to end.",
-    "A beautifully shot but painfully slow drama that never finds its heart.",
-    "The acting is superb, especially in the quiet scenes between father and son.",
-    "It's a mess.",
-    "Nothing in this movie makes sense, and the jokes fall flat one after another.",
-    "One of the best thrillers of the year, tense from the first minute to the last.",
-    "The plot is predictable, yet the cast is so likeable that I enjoyed every minute.",
-    "Dull.",
-    "A smart, warm and generous comedy that trusts its audience.",
-    "The sequel repeats every mistake of the original and adds a few new ones.",
-    "Even the soundtrack could not save this tired collection of clichés.",
-    "Her performance alone is worth the price of the ticket.",
-    "The story drags in the middle, but the final act is thrilling.",
-    "An ambitious, messy, often brilliant film that will divide audiences.",
-    "I laughed, I cried, and I want to see it again.",
-)
 
 
 @dataclass

@@ -8,13 +8,22 @@ def test_settings_added_later_stay_out_of_the_hash_until_used() -> None:
     """A run recorded before `unstructured` existed hashes the same today; setting it changes the hash."""
     plain = PruneConfig(heads=0.25)
     recorded = config_to_dict(plain)
-    later = ("unstructured", "unstructured_by", "unstructured_roles", "augment", "augment_rate", "vocab_codes")
+    later = (
+        "unstructured",
+        "unstructured_by",
+        "unstructured_roles",
+        "augment",
+        "augment_rate",
+        "vocab_codes",
+        "precision",
+    )
     for name in later:
         recorded["fields"].pop(name)
     assert hash_record(plain) == recorded
     used = hash_record(PruneConfig(heads=0.25, unstructured=0.5, unstructured_roles=["ffn_in"]))
     assert used["fields"]["unstructured"] == 0.5 and used["fields"]["unstructured_roles"] == ["ffn_in"]
     assert "unstructured_by" not in used["fields"]  # still its default
+    assert hash_record(PruneConfig(heads=0.25, precision="auto"))["fields"]["precision"] == "auto"
 
 
 def test_int4_embeddings_stay_out_of_the_export_hash_until_used() -> None:

@@ -209,3 +209,20 @@ def test_sessions_flush_denormals_only_when_asked(artifacts: list[Path]) -> None
     )
     done = subprocess.run([sys.executable, "-c", code, str(artifacts[0])], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "1"
+
+
+def test_without_data_the_fixed_feed_is_varied_text(artifacts: list[Path], monkeypatch) -> None:  # noqa: ANN001
+    """No --data: the feed joins the built-in sentences (a varied vocabulary, as real text looks up), not one
+    phrase repeated, which would look up the same few embedding rows over and over."""
+    from exporters import measure
+    from exporters.measure import BUILTIN_SENTENCES, fixed_rows
+
+    row = fixed_rows(list(BUILTIN_SENTENCES), 1, seq_len=128, fill=True)[0]
+    assert len(set(row.lower().split())) >= 100
+    seen: list[list[str]] = []
+    original = measure.fixed_rows
+    monkeypatch.setattr(
+        measure, "fixed_rows", lambda texts, *a, **k: seen.append(list(texts)) or original(texts, *a, **k)
+    )
+    benchmark(artifacts[:1], BenchmarkConfig(**FAST))
+    assert seen == [list(BUILTIN_SENTENCES)]

@@ -174,3 +174,33 @@ def test_distillation_with_a_peft_method_merges_back(tiny_task: tuple, tmp_path:
     assert not any("lora" in n for n, _ in model.named_parameters())
     layer0 = model.bert.encoder.layer[0].attention.self.query.weight
     assert layer0.shape == query.shape and not torch.allclose(layer0, query)
+
+
+def test_bf16_distillation_runs_the_teacher_under_autocast_and_still_recovers(
+    tiny_task: tuple, tmp_path: Path
+) -> None:
+    """precision=bf16: the teacher's forward runs in bfloat16 (its hidden states come out bf16), the loss is float32
+    and the pruned model still recovers, its weights float32."""
+    tok, train, val, teacher = tiny_task
+    model = copy.deepcopy(teacher)
+    prune_by_fraction_(model, heads=0.75, ffn=0.75)
+    before = evaluate(model, tok, val)["loss"]
+    seen: list[torch.dtype] = []
+    frozen = copy.deepcopy(teacher)
+    frozen.register_forward_hook(lambda _m, _i, out: seen.append(out.logits.dtype))
+    cfg = PruneConfig(
+        heads=0.75, ffn=0.75, recover="distill", recover_steps=20, lr=2e-3, batch_size=16, seed=0, precision="bf16"
+    )
+    result = distill_(model, frozen, tok, cfg, data=train, work_dir=tmp_path, quiet=True)
+    assert result["steps"] == 20 and seen and set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert evaluate(model, tok, val)["loss"] < 0.7 * before
+
+
+def test_precision_is_checked_and_auto_is_fp32_on_a_cpu() -> None:
+    from compressor.errors import ConfigError
+    from compressor.train.config import use_bf16
+
+    with pytest.raises(ConfigError, match="`precision` must be one of fp32, bf16, auto; got 'fp16'"):
+        PruneConfig(heads=0.5, precision="fp16")
+    assert use_bf16("bf16", "cpu") and not use_bf16("fp32", "cuda") and not use_bf16("auto", "cpu")

@@ -257,3 +257,36 @@ def test_export_forms_swaps_the_coded_vocabulary_for_the_block_only(tmp_path: Pa
             during = model(**inputs).logits
     assert isinstance(model.bert.embeddings.word_embeddings, RemappedEmbedding)
     torch.testing.assert_close(during, before, rtol=0, atol=1e-5)
+
+
+def test_the_exported_coded_lookup_takes_any_batch_and_length_even_empty(tmp_path: Path) -> None:
+    """The coded lookup traced and folded as the export does: right rows for dropped and kept ids at any shape,
+    and a sequence of 0 tokens gives 0 rows (its last Reshape reads the ids' shape, allowzero)."""
+    import onnxruntime as ort
+
+    from exporters.onnx.shapes import fold_reshape_targets_
+
+    emb = _coded_embedding(40, 12, 4, seed=3)
+    lookup = CodedLookup(emb).eval()
+    path = tmp_path / "lookup.onnx"
+    sample = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    with torch.no_grad():
+        torch.onnx.export(
+            lookup,
+            (sample,),
+            str(path),
+            input_names=["ids"],
+            output_names=["rows"],
+            dynamic_axes={"ids": {0: "batch", 1: "seq"}, "rows": {0: "batch", 1: "seq"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    model = onnx.load(str(path))
+    assert fold_reshape_targets_(model) >= 1
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for shape in [(2, 0), (1, 7), (3, 5)]:
+        ids = torch.randint(0, 40, shape)
+        (rows,) = session.run(None, {"ids": ids.numpy()})
+        with torch.no_grad():
+            np.testing.assert_allclose(rows, emb(ids).numpy(), atol=1e-5)
+        assert rows.shape == (*shape, 6)

@@ -52,12 +52,18 @@ def _lookup_graph(table: np.ndarray, rank: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+@pytest.mark.parametrize("known_rank", [True, False], ids=["known-rank", "unknown-rank"])
 @pytest.mark.parametrize("shape", [(5,), (2, 3), (1, 1), (3, 0)])
-def test_the_int4_lookup_gives_the_stored_rows_for_ids_of_any_shape(shape) -> None:
+def test_the_int4_lookup_gives_the_stored_rows_for_ids_of_any_shape(shape, known_rank, monkeypatch) -> None:
+    """With the ids' rank known the reshapes are constant (no Shape node); without it they are computed."""
     table = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
     model = _lookup_graph(table, len(shape))
+    if not known_rank:
+        monkeypatch.setattr("exporters.onnx.int4._rank", lambda model, tensor: None)
     int4_lookup_(model, "lookup", 32)
     onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert ("Shape" in ops) is not known_rank and ops.count("Reshape") == (2 if known_rank else 4)
     assert {i.name for i in model.graph.initializer} >= {"lookup_int4/packed", "lookup_int4/scale"}
     assert "table" not in {i.name for i in model.graph.initializer}  # the fp32 table is gone
     ids = np.random.default_rng(1).integers(0, 20, shape)
