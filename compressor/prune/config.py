@@ -12,6 +12,7 @@ from compressor.train.config import PRECISIONS
 
 SCHEDULES = ("geometric", "linear")
 FALLBACKS = ("unk", "nearest", "sparse")
+LAYERWISE_SCHEDULES = ("constant", "linear")
 MAX_VOCAB_CODES = 64
 RECOVER = ("none", "distill", "reconstruct", "reconstruct+distill")
 HEADS_BY = ("magnitude", "update")
@@ -90,6 +91,15 @@ class PruneConfig:
         metadata={
             "help": "Weight of the attention loss: KL of each kept head's attention distribution against the same "
             "head of the unpruned model (MiniLM); 0 = off."
+        },
+    )
+    layerwise_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "How the hidden and attention weights move over the distillation: constant, or linear (from "
+            "their value down to 0 at the last step, so the last steps fit the logits alone: TinyBERT's "
+            "intermediate-then-prediction stages, blended into one run).",
+            HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
         },
     )
     lr: float | None = field(
@@ -218,6 +228,11 @@ class PruneConfig:
             )
         if self.temperature <= 0 or self.distill_weight < 0:
             raise ConfigError("`temperature` must be positive and `distill_weight` non-negative")
+        schedule = self.layerwise_schedule
+        if schedule not in LAYERWISE_SCHEDULES:
+            raise ConfigError(
+                f"`layerwise_schedule` must be one of {', '.join(LAYERWISE_SCHEDULES)}; got {schedule!r}"
+            )
         for name in ("hidden_weight", "attention_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"`{name}` must be zero or positive; got {getattr(self, name)!r}")

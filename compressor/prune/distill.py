@@ -19,6 +19,21 @@ from compressor.train.distill import LayerMap, distillation_loss, layerwise_outp
 from compressor.train.loop import train
 
 
+class LayerwiseSchedule:
+    """The layer-wise weights' multiplier over training: 1 throughout (`constant`), or 1 - done / total
+    (`linear`), read by the loss and moved by the training loop before each step (resumed runs included)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.done, self.total = 0, 1
+
+    def step(self, done: int, total: int) -> None:
+        self.done, self.total = done, max(1, total)
+
+    def scale(self) -> float:
+        return 1.0 if self.kind == "constant" else max(0.0, 1.0 - self.done / self.total)
+
+
 def distill_(
     model: nn.Module,
     teacher: nn.Module,
@@ -59,6 +74,7 @@ def distill_(
     teacher.to(device)  # the Trainer moves the student there; the teacher must follow
     hidden, attention = config.hidden_weight > 0, config.attention_weight > 0
     layers = LayerMap.between(ensure_structure(model), ensure_structure(teacher)) if hidden or attention else None
+    schedule = LayerwiseSchedule(config.layerwise_schedule)
     kl = distillation_loss(
         teacher,
         weight=config.distill_weight,
@@ -67,6 +83,7 @@ def distill_(
         attention_weight=config.attention_weight,
         layer_map=layers,
         bf16=bf16,
+        layerwise_scale=schedule.scale if config.layerwise_schedule != "constant" else None,
     )
 
     def extra(m: nn.Module, inputs: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
@@ -91,6 +108,7 @@ def distill_(
             find_unused_parameters=method.find_unused_parameters,
             resume=resume,
             quiet=quiet,
+            on_step=schedule.step,
         )
     merged = merge(wrapped)
     if merged is not model:

@@ -9,7 +9,7 @@ many layers and heads were removed around them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +65,7 @@ def distillation_loss(
     attention_weight: float = 0.0,
     layer_map: LayerMap | None = None,
     bf16: bool = False,
+    layerwise_scale: Callable[[], float] | None = None,
 ) -> ExtraLoss:
     """λ·T²·KL(teacher ‖ student) on the logits at temperature T (λ·MSE of the scores for a one-output regression
     head, where there is no distribution to soften: T is unused), plus the layer-wise terms when their weights are
@@ -75,6 +76,7 @@ def distillation_loss(
     The student must return hidden states and attentions when the layer-wise terms are on (`layerwise_outputs`).
     With `bf16` the teacher's forward runs under bfloat16 autocast too (on a CPU the Trainer's autocast already
     covers it; on CUDA accelerate wraps only the student's forward); the terms are computed in float32.
+    `layerwise_scale`, when given, multiplies both layer-wise weights at each call (a schedule over training).
     """
     teacher.eval()
     for p in teacher.parameters():
@@ -90,10 +92,13 @@ def distillation_loss(
             t_out = teacher(**feed, output_hidden_states=hidden_weight > 0, output_attentions=attention_weight > 0)
         total = weight * logit_loss(outputs.logits, t_out.logits, temperature)
         mask = inputs["attention_mask"].bool()  # (batch, seq)
+        scale = 1.0 if layerwise_scale is None else layerwise_scale()
         if hidden_weight > 0:
-            total = total + hidden_weight * hidden_loss(outputs.hidden_states, t_out.hidden_states, layer_map, mask)
+            term = hidden_loss(outputs.hidden_states, t_out.hidden_states, layer_map, mask)
+            total = total + scale * hidden_weight * term
         if attention_weight > 0:
-            total = total + attention_weight * attention_loss(outputs.attentions, t_out.attentions, layer_map, mask)
+            term = attention_loss(outputs.attentions, t_out.attentions, layer_map, mask)
+            total = total + scale * attention_weight * term
         return total
 
     return loss

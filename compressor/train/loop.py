@@ -100,11 +100,13 @@ def train(
     resume: bool = False,
     find_unused_parameters: bool = False,
     quiet: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train the parameters of `model` that require grad; checkpoints go to `work_dir/checkpoints`.
 
     Args:
         extra_loss: added to the model's task loss (a method's regulariser, or distillation).
+        on_step: called before each optimizer step with (steps done, steps in all), resumed runs included.
         resume: continue from the newest checkpoint in `work_dir` if there is one.
     """
     from transformers import DataCollatorWithPadding, TrainingArguments
@@ -150,6 +152,8 @@ def train(
         extra_loss=extra_loss,
     )
     progress = _report_progress(trainer, quiet)
+    if on_step is not None:
+        trainer.add_callback(_step_callback(on_step))
     last = _last_checkpoint(ckpt_dir) if resume else None
     if last:
         logger.info("resuming from %s", last)
@@ -196,6 +200,16 @@ def _make_trainer_class() -> type:
 
 def _LossTrainer(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - behaves like a class
     return _make_trainer_class()(*args, **kwargs)
+
+
+def _step_callback(on_step: Callable[[int, int], None]) -> Any:
+    from transformers import TrainerCallback
+
+    class StepCallback(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            on_step(state.global_step, state.max_steps)
+
+    return StepCallback()
 
 
 def _report_progress(trainer: Any, quiet: bool) -> Any:

@@ -16,6 +16,7 @@ def test_settings_added_later_stay_out_of_the_hash_until_used() -> None:
         "augment_rate",
         "vocab_codes",
         "precision",
+        "layerwise_schedule",
     )
     for name in later:
         recorded["fields"].pop(name)

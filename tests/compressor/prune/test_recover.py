@@ -204,3 +204,45 @@ def test_precision_is_checked_and_auto_is_fp32_on_a_cpu() -> None:
     with pytest.raises(ConfigError, match="`precision` must be one of fp32, bf16, auto; got 'fp16'"):
         PruneConfig(heads=0.5, precision="fp16")
     assert use_bf16("bf16", "cpu") and not use_bf16("fp32", "cuda") and not use_bf16("auto", "cpu")
+
+
+def test_the_linear_layerwise_schedule_falls_to_zero_over_the_steps(tiny_task: tuple, tmp_path: Path) -> None:
+    """layerwise_schedule=linear: the loop reports each step, so the hidden/attention weights scale from 1 down
+    to 1/steps at the last step (0 after it); the run still recovers."""
+    from compressor.prune import distill as distill_module
+
+    tok, train, val, teacher = tiny_task
+    schedule = distill_module.LayerwiseSchedule("linear")
+    assert schedule.scale() == 1.0
+    schedule.step(5, 20)
+    assert schedule.scale() == pytest.approx(0.75)
+    schedule.step(20, 20)
+    assert schedule.scale() == 0.0 and distill_module.LayerwiseSchedule("constant").scale() == 1.0
+
+    seen: list[float] = []
+    original = distill_module.distillation_loss
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        scale = kwargs["layerwise_scale"]
+        inner = original(*args, **kwargs)
+        return lambda m, i, o: seen.append(scale()) or inner(m, i, o)
+
+    model = copy.deepcopy(teacher)
+    prune_by_fraction_(model, heads=0.5, ffn=0.5)
+    before = evaluate(model, tok, val)["loss"]
+    cfg = PruneConfig(
+        heads=0.5, ffn=0.5, recover="distill", recover_steps=8, lr=2e-3, batch_size=16, seed=0,
+        hidden_weight=1.0, attention_weight=1.0, layerwise_schedule="linear",
+    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(distill_module, "distillation_loss", recording)
+        distill_(model, copy.deepcopy(teacher), tok, cfg, data=train, work_dir=tmp_path, quiet=True)
+    assert seen == pytest.approx([1 - k / 8 for k in range(8)])
+    assert evaluate(model, tok, val)["loss"] < before
+
+
+def test_an_unknown_layerwise_schedule_is_refused() -> None:
+    from compressor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="`layerwise_schedule` must be one of constant, linear; got 'cosine'"):
+        PruneConfig(heads=0.5, layerwise_schedule="cosine")
