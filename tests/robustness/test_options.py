@@ -324,6 +324,18 @@ def test_zero_gate_batch(cli, tmp_path: Path, ckpt: Path) -> None:
             "`vocab_codes` must be an integer between 1 and 64",
             "got 0",
         ),
+        (
+            ["--precision", "fp16"],
+            "distillation arithmetic that is not offered (prune --precision fp16)",
+            "`precision` must be one of fp32, bf16, auto",
+            "got 'fp16'",
+        ),
+        (
+            ["--layerwise-schedule", "cosine"],
+            "unknown layer-wise schedule (prune --layerwise-schedule cosine)",
+            "`layerwise_schedule` must be one of constant, linear",
+            "got 'cosine'",
+        ),
     ],
 )
 def test_bad_augmentation_and_vocabulary_codes(
