@@ -21,7 +21,6 @@ logger = logging.getLogger(__name__)
 PARITY_ROWS = 64  # parity runs PyTorch too, so it uses the first rows of the sample only
 
 
-
 @dataclass
 class EvalSample:
     """The sentences every check runs on, with labels (as model ids) when known."""
