@@ -157,6 +157,14 @@ class PruneConfig:
         },
     )
 
+    dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Dropout of the student during the distillation (every dropout of the model set to this "
+            "share; the saved model keeps its own settings); unset: the model's own (0.1 for BERT).",
+            HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
+        },
+    )
     precision: str = field(
         default="fp32",
         metadata={
@@ -209,6 +217,12 @@ class PruneConfig:
         codes = self.vocab_codes
         if isinstance(codes, bool) or not isinstance(codes, int) or not 1 <= codes <= MAX_VOCAB_CODES:
             raise ConfigError(f"`vocab_codes` must be an integer between 1 and {MAX_VOCAB_CODES}; got {codes!r}")
+        if self.dropout is not None and not (
+            isinstance(self.dropout, int | float) and not isinstance(self.dropout, bool) and 0 <= self.dropout < 1
+        ):
+            raise ConfigError(
+                f"`dropout` must be a share in [0, 1) (or unset for the model's own); got {self.dropout!r}"
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(f"`precision` must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.recover_steps < 0:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from compressor.methods.api import merge
 from compressor.methods.base import METHODS, count_trainable
 from compressor.prune.config import PruneConfig
 from compressor.train.config import TrainConfig, resolve_device, use_bf16
-from compressor.train.distill import LayerMap, distillation_loss, layerwise_outputs
+from compressor.train.distill import LayerMap, distillation_loss, layerwise_outputs, student_dropout
 from compressor.train.loop import train
+
+logger = logging.getLogger(__name__)
 
 
 class LayerwiseSchedule:
@@ -74,6 +77,13 @@ def distill_(
     teacher.to(device)  # the Trainer moves the student there; the teacher must follow
     hidden, attention = config.hidden_weight > 0, config.attention_weight > 0
     layers = LayerMap.between(ensure_structure(model), ensure_structure(teacher)) if hidden or attention else None
+    if attention and layers is not None and not any(layers.heads):
+        logger.warning(
+            "attention_weight %s adds nothing here: no student layer learns the teacher layer it came from (layers "
+            "are matched uniformly, %s), so no head has its own attention map to match; set it to 0 to say so",
+            config.attention_weight,
+            layers.layers,
+        )
     schedule = LayerwiseSchedule(config.layerwise_schedule)
     kl = distillation_loss(
         teacher,
@@ -95,6 +105,7 @@ def distill_(
     with (
         tempfile.TemporaryDirectory(prefix="compressor-distill-") as tmp,
         layerwise_outputs(model, hidden=hidden, attention=attention),
+        student_dropout(model, config.dropout),
     ):
         result = train(
             wrapped,

@@ -177,3 +177,32 @@ def layerwise_outputs(model: nn.Module, *, hidden: bool, attention: bool) -> Ite
     finally:
         for key, value in before.items():
             setattr(config, key, value)
+
+
+@contextmanager
+def student_dropout(model: nn.Module, share: float | None) -> Iterator[None]:
+    """Within the block every dropout of `model` drops `share` (None: leave the model as it is); each module's own
+    value comes back afterwards. Covers `nn.Dropout` modules and the float `dropout_prob` attribute HF's SDPA
+    attention reads instead of a module. Written here because the HF config's dropout fields are read once, when
+    the modules are built, so changing the config of a built model changes nothing.
+
+    Why a distillation wants it: the teacher runs without dropout, so with it the student's hidden states and
+    attention maps are matched to clean targets through random masks (its returned attention probabilities are
+    the dropped-out ones), noise a capacity-limited student pays for.
+    """
+    if share is None:
+        yield
+        return
+    saved: list[tuple[nn.Module, str, float]] = []
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            saved.append((module, "p", module.p))
+        elif isinstance(getattr(module, "dropout_prob", None), float):
+            saved.append((module, "dropout_prob", module.dropout_prob))
+    try:
+        for module, name, _ in saved:
+            setattr(module, name, float(share))
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)

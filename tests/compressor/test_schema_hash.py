@@ -17,6 +17,7 @@ def test_settings_added_later_stay_out_of_the_hash_until_used() -> None:
         "vocab_codes",
         "precision",
         "layerwise_schedule",
+        "dropout",
     )
     for name in later:
         recorded["fields"].pop(name)
@@ -25,6 +26,7 @@ def test_settings_added_later_stay_out_of_the_hash_until_used() -> None:
     assert used["fields"]["unstructured"] == 0.5 and used["fields"]["unstructured_roles"] == ["ffn_in"]
     assert "unstructured_by" not in used["fields"]  # still its default
     assert hash_record(PruneConfig(heads=0.25, precision="auto"))["fields"]["precision"] == "auto"
+    assert hash_record(PruneConfig(heads=0.25, dropout=0))["fields"]["dropout"] == 0
 
 
 def test_int4_embeddings_stay_out_of_the_export_hash_until_used() -> None:

@@ -336,6 +336,12 @@ def test_zero_gate_batch(cli, tmp_path: Path, ckpt: Path) -> None:
             "`layerwise_schedule` must be one of constant, linear",
             "got 'cosine'",
         ),
+        (
+            ["--dropout", "1"],
+            "a student dropout that drops everything (prune --dropout 1)",
+            "`dropout` must be a share in [0, 1)",
+            "got 1.0",
+        ),
     ],
 )
 def test_bad_augmentation_and_vocabulary_codes(

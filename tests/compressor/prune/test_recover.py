@@ -246,3 +246,61 @@ def test_an_unknown_layerwise_schedule_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="`layerwise_schedule` must be one of constant, linear; got 'cosine'"):
         PruneConfig(heads=0.5, layerwise_schedule="cosine")
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, True, "0.1"])
+def test_a_dropout_outside_zero_to_one_is_refused(value: object) -> None:
+    from compressor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"`dropout` must be a share in \[0, 1\) \(or unset for the model's own\)"):
+        PruneConfig(heads=0.5, dropout=value)
+
+
+def test_distillation_with_dropout_off_recovers_and_leaves_the_dropout_as_it_was(
+    tiny_task: tuple, tmp_path: Path
+) -> None:
+    """dropout=0: the student trains without dropout (every training forward sees a 0 share) and still recovers;
+    the model it returns drops what it did before."""
+    tok, train, val, teacher = tiny_task
+    model = copy.deepcopy(teacher)
+    prune_by_fraction_(model, heads=0.5, ffn=0.5)
+    for m in model.modules():  # the tiny config drops nothing; a real BERT drops 0.1
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.1
+    shares = sorted({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)})
+    assert shares == [0.1]
+    seen: set[float] = set()
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, _: seen.add(mod.p) if mod.training else None)
+        for m in model.modules()
+        if isinstance(m, torch.nn.Dropout)
+    ]
+    before = evaluate(model, tok, val)["loss"]
+    cfg = PruneConfig(
+        heads=0.5, ffn=0.5, recover="distill", recover_steps=8, lr=2e-3, batch_size=16, seed=0, dropout=0
+    )
+    distill_(model, copy.deepcopy(teacher), tok, cfg, data=train, work_dir=tmp_path, quiet=True)
+    for hook in hooks:
+        hook.remove()
+    assert seen == {0.0}
+    assert sorted({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}) == shares
+    assert evaluate(model, tok, val)["loss"] < before
+
+
+@pytest.mark.parametrize("kept", [[], [0]])
+def test_an_attention_term_with_no_head_to_match_is_reported(
+    tiny_task: tuple, tmp_path: Path, caplog: pytest.LogCaptureFixture, kept: list[int]
+) -> None:
+    """Layers are matched uniformly: a student that kept only the teacher's first layer learns its last one, so
+    no kept head meets its own attention map and the attention term is 0; the run says so (and only then)."""
+    tok, train, _, teacher = tiny_task
+    model = copy.deepcopy(teacher)
+    if kept:
+        drop_layers_(model, kept)
+    cfg = PruneConfig(
+        heads=0.5, recover="distill", recover_steps=2, batch_size=16, seed=0, hidden_weight=1.0, attention_weight=1.0
+    )
+    with caplog.at_level("WARNING", logger="compressor.prune.distill"):
+        distill_(model, copy.deepcopy(teacher), tok, cfg, data=train, work_dir=tmp_path, quiet=True)
+    warned = [r.getMessage() for r in caplog.records if "adds nothing here" in r.getMessage()]
+    assert len(warned) == (1 if kept else 0)

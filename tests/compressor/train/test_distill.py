@@ -7,7 +7,7 @@ import torch
 
 from compressor.arch.structure import ensure_structure
 from compressor.arch.surgery import drop_layers_, prune_heads_
-from compressor.train.distill import LayerMap, distillation_loss, layerwise_outputs
+from compressor.train.distill import LayerMap, distillation_loss, layerwise_outputs, student_dropout
 from tests.models import encode, tiny_model, tiny_tokenizer
 
 
@@ -78,3 +78,36 @@ def test_layerwise_outputs_restores_the_config() -> None:
 def test_layerwise_terms_need_a_layer_map() -> None:
     with pytest.raises(ValueError, match="layer map"):
         distillation_loss(tiny_model(), hidden_weight=1.0)
+
+
+def _dropouts(model: torch.nn.Module) -> list[float]:
+    return [
+        m.p if isinstance(m, torch.nn.Dropout) else m.dropout_prob
+        for m in model.modules()
+        if isinstance(m, torch.nn.Dropout) or isinstance(getattr(m, "dropout_prob", None), float)
+    ]
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_student_dropout_zero_makes_training_mode_deterministic_and_comes_back(attn: str) -> None:
+    """share 0: two training-mode forwards agree (every dropout is off, SDPA's attribute included); afterwards
+    each module drops what it did before, and so two forwards differ again."""
+    model = tiny_model(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3, attn_implementation=attn).train()
+    before = _dropouts(model)
+    assert before and all(p == 0.3 for p in before)
+    ids = torch.randint(5, 40, (4, 9))
+    with student_dropout(model, 0.0):
+        assert _dropouts(model) == [0.0] * len(before)
+        torch.testing.assert_close(model(ids).logits, model(ids).logits, rtol=0, atol=0)
+    assert _dropouts(model) == before
+    assert not torch.equal(model(ids).logits, model(ids).logits)
+
+
+def test_student_dropout_none_leaves_the_model_alone_and_a_share_is_set_everywhere() -> None:
+    model = tiny_model(hidden_dropout_prob=0.2).train()
+    before = _dropouts(model)
+    with student_dropout(model, None):
+        assert _dropouts(model) == before
+    with student_dropout(model, 0.05):
+        assert set(_dropouts(model)) == {0.05}
+    assert _dropouts(model) == before
