@@ -110,13 +110,16 @@ def test_verdicts_name_each_target_met_or_not() -> None:
     }
     targets = {"accuracy_drop_pt": 1.0, "speedup_vs_fp32": 8, "speedup_vs_optimum_int8": 3.5, "size_mb": 8}
     assert verdicts(record, targets) == [
-        "  - accuracy within 1 pt of the teacher: +0.70 pt below: **met**",
+        "  - accuracy within 1 pt of the teacher: 0.70 pt below: **met**",
         "  - ≥ 8× faster than optimum-fp32: 8.40×: **met**",
         "  - ≥ 3.5× faster than optimum-int8: 3.20×: **not met**",
         "  - ≤ 8 MB: 7.50 MB: **met**",
     ]
     assert verdicts(record | {"accuracy": 0.88}, {"accuracy_drop_pt": 1.0}) == [
-        "  - accuracy within 1 pt of the teacher: +1.20 pt below: **not met**"
+        "  - accuracy within 1 pt of the teacher: 1.20 pt below: **not met**"
+    ]
+    assert verdicts(record | {"accuracy": 0.894}, {"accuracy_drop_pt": 1.0}) == [
+        "  - accuracy within 1 pt of the teacher: 0.20 pt above: **met**"
     ]
 
 
