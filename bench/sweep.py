@@ -87,7 +87,7 @@ def verdicts(record: dict[str, Any], targets: dict[str, float]) -> list[str]:
         "accuracy_drop_pt": (
             100 * (record["teacher_accuracy"] - record["accuracy"]),
             True,
-            "accuracy within {t:g} pt of the teacher: {v:.2f} pt below",
+            "accuracy within {t:g} pt of the teacher: {a:.2f} pt {side}",
         ),
         "speedup_vs_fp32": (record["speedup_vs_fp32"], False, "≥ {t:g}× faster than optimum-fp32: {v:.2f}×"),
         "speedup_vs_optimum_int8": (
@@ -101,9 +101,7 @@ def verdicts(record: dict[str, Any], targets: dict[str, float]) -> list[str]:
     for key, target in targets.items():
         value, ceiling, text = checks[key]
         met = value <= target if ceiling else value >= target
-        line = text.format(t=target, v=value)
-        if key == "accuracy_drop_pt" and value < 0:  # more accurate than the teacher
-            line = line.replace(f"{value:.2f} pt below", f"{-value:.2f} pt above")
+        line = text.format(t=target, v=value, a=abs(value), side="below" if value >= 0 else "above")
         lines.append(f"  - {line}: **{'met' if met else 'not met'}**")
     return lines
 
