@@ -93,6 +93,15 @@ class PruneConfig:
             "head of the unpruned model (MiniLM); 0 = off."
         },
     )
+    relation_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the self-relation loss: KL of each kept layer's query, key and value self-relations "
+            "(softmax(q·qᵀ/√d) per relation head) against its teacher layer's (MiniLMv2). Needs no head in common, "
+            "so it teaches the layers a plan kept below the teacher layer they learn; 0 = off.",
+            HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
+        },
+    )
     layerwise_schedule: str = field(
         default="constant",
         metadata={
@@ -247,7 +256,7 @@ class PruneConfig:
             raise ConfigError(
                 f"`layerwise_schedule` must be one of {', '.join(LAYERWISE_SCHEDULES)}; got {schedule!r}"
             )
-        for name in ("hidden_weight", "attention_weight"):
+        for name in ("hidden_weight", "attention_weight", "relation_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"`{name}` must be zero or positive; got {getattr(self, name)!r}")
         if self.lr is not None and not 0 < self.lr < 1:

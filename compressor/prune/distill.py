@@ -16,7 +16,13 @@ from compressor.methods.api import merge
 from compressor.methods.base import METHODS, count_trainable
 from compressor.prune.config import PruneConfig
 from compressor.train.config import TrainConfig, resolve_device, use_bf16
-from compressor.train.distill import LayerMap, distillation_loss, layerwise_outputs, student_dropout
+from compressor.train.distill import (
+    LayerMap,
+    distillation_loss,
+    layerwise_outputs,
+    relation_taps,
+    student_dropout,
+)
 from compressor.train.loop import train
 
 logger = logging.getLogger(__name__)
@@ -76,37 +82,44 @@ def distill_(
     )
     teacher.to(device)  # the Trainer moves the student there; the teacher must follow
     hidden, attention = config.hidden_weight > 0, config.attention_weight > 0
-    layers = LayerMap.between(ensure_structure(model), ensure_structure(teacher)) if hidden or attention else None
+    relation = config.relation_weight > 0
+    mapped = hidden or attention or relation
+    layers = LayerMap.between(ensure_structure(model), ensure_structure(teacher)) if mapped else None
     if attention and layers is not None and not any(layers.heads):
         logger.warning(
             "attention_weight %s adds nothing here: no student layer learns the teacher layer it came from (layers "
-            "are matched uniformly, %s), so no head has its own attention map to match; set it to 0 to say so",
+            "are matched uniformly, %s), so no head has its own attention map to match; set it to 0 to say so "
+            "(relation_weight needs no head in common)",
             config.attention_weight,
             layers.layers,
         )
     schedule = LayerwiseSchedule(config.layerwise_schedule)
-    kl = distillation_loss(
-        teacher,
-        weight=config.distill_weight,
-        temperature=config.temperature,
-        hidden_weight=config.hidden_weight,
-        attention_weight=config.attention_weight,
-        layer_map=layers,
-        bf16=bf16,
-        layerwise_scale=schedule.scale,  # 1.0 throughout for `constant`: the same products
-    )
-
-    def extra(m: nn.Module, inputs: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
-        loss = kl(m, inputs, outputs)
-        return loss if method.loss is None else loss + method.loss(m, inputs, outputs)
-
     wrapped = method.inject(model, method.config_cls())
     trainable = count_trainable(wrapped)
     with (
         tempfile.TemporaryDirectory(prefix="compressor-distill-") as tmp,
         layerwise_outputs(model, hidden=hidden, attention=attention),
         student_dropout(model, config.dropout),
+        # after the injection, so the student's hooks sit on the projections that run (LoRA-wrapped ones included)
+        relation_taps(model, teacher, layers if relation else None) as taps,
     ):
+        kl = distillation_loss(
+            teacher,
+            weight=config.distill_weight,
+            temperature=config.temperature,
+            hidden_weight=config.hidden_weight,
+            attention_weight=config.attention_weight,
+            relation_weight=config.relation_weight,
+            layer_map=layers,
+            relations=taps,
+            bf16=bf16,
+            layerwise_scale=schedule.scale,  # 1.0 throughout for `constant`: the same products
+        )
+
+        def extra(m: nn.Module, inputs: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
+            loss = kl(m, inputs, outputs)
+            return loss if method.loss is None else loss + method.loss(m, inputs, outputs)
+
         result = train(
             wrapped,
             tokenizer,

@@ -1,6 +1,7 @@
 """Distillation losses, added to the task loss by the training loop: logits (Hinton et al. 2015), and layer-wise
 hidden states and attention distributions (TinyBERT, Jiao et al. 2020; MiniLM, Wang et al. 2020; CoFi, Xia et
-al. 2022) from the layers and heads a pruned student kept.
+al. 2022) from the layers and heads a pruned student kept, and the query/key/value self-relations of each layer
+against its teacher layer (MiniLMv2, Wang et al. 2021), which need no head in common.
 
 A pruned student's layer keeps the id of the teacher layer it came from (`compressor_structure`), and each kept
 head its original id: so student layer i is matched to that teacher layer, and its heads to the same heads, however
@@ -9,6 +10,7 @@ many layers and heads were removed around them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.arch.parts import arch_of, encoder_layers, has_heads
 from compressor.arch.structure import hidden_positions
 from compressor.train.loop import ExtraLoss
 
@@ -63,7 +66,9 @@ def distillation_loss(
     temperature: float = 2.0,
     hidden_weight: float = 0.0,
     attention_weight: float = 0.0,
+    relation_weight: float = 0.0,
     layer_map: LayerMap | None = None,
+    relations: tuple[ProjectionTap, ProjectionTap] | None = None,
     bf16: bool = False,
     layerwise_scale: Callable[[], float] | None = None,
 ) -> ExtraLoss:
@@ -71,19 +76,23 @@ def distillation_loss(
     head, where there is no distribution to soften: T is unused), plus the layer-wise terms when their weights are
     positive: `hidden_weight`·MSE of each student layer's output against its teacher layer's, and
     `attention_weight`·KL of each kept head's attention distribution against the teacher's same head (real tokens
-    only). The teacher's outputs are computed on the fly, without gradients.
+    only), and `relation_weight`·KL of each student layer's query, key and value self-relations against its teacher
+    layer's (`relation_loss`), read from `relations`: the (student, teacher) taps on the mapped layers. The teacher's
+    outputs are computed on the fly, without gradients.
 
     The student must return hidden states and attentions when the layer-wise terms are on (`layerwise_outputs`).
     With `bf16` the teacher's forward runs under bfloat16 autocast too (on a CPU the Trainer's autocast already
     covers it; on CUDA accelerate wraps only the student's forward); the terms are computed in float32.
-    `layerwise_scale`, when given, multiplies both layer-wise weights at each call (a schedule over training).
+    `layerwise_scale`, when given, multiplies the layer-wise weights at each call (a schedule over training).
     """
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    layerwise = hidden_weight > 0 or attention_weight > 0
+    layerwise = hidden_weight > 0 or attention_weight > 0 or relation_weight > 0
     if layerwise and layer_map is None:
         raise ValueError("layer-wise distillation needs the student→teacher layer map")
+    if relation_weight > 0 and relations is None:
+        raise ValueError("relation distillation needs the projection taps on the student and the teacher")
 
     def loss(model: nn.Module, inputs: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
         feed = {k: v for k, v in inputs.items() if k != "labels"}
@@ -99,6 +108,11 @@ def distillation_loss(
         if attention_weight > 0:
             term = attention_loss(outputs.attentions, t_out.attentions, layer_map, mask)
             total = total + scale * attention_weight * term
+        if relations is not None:
+            student_taps, teacher_taps = relations[0].take(), relations[1].take()
+            if relation_weight > 0:
+                term = relation_loss(student_taps, teacher_taps, layer_map.layers, mask, relations[1].heads)
+                total = total + scale * relation_weight * term
         return total
 
     return loss
@@ -141,6 +155,118 @@ def attention_loss(
         log_t = target.clamp_min(1e-12).log()
         kl = (target * (log_t - log_s)).masked_fill(~rows, 0.0).sum(-1)  # (batch, heads, seq)
         terms.append(kl.sum() / rows[..., 0].sum().clamp_min(1))
+    if not terms:
+        return mask.new_zeros((), dtype=torch.float32)
+    return torch.stack(terms).mean()
+
+
+RELATION_ROLES = ("query", "key", "value")
+
+
+class ProjectionTap:
+    """Forward hooks that keep the query, key and value projections' outputs of chosen encoder layers from the
+    model's last forward (each projection's first call in it), `(layer, role) -> (batch, seq, heads·head size)`,
+    for `relation_loss`. Layers without heads have none.
+
+    Hooks rather than the model's returned outputs because HF models return attention probabilities, not the
+    projections the relations are computed from. Register them after a training method is injected: the hooks
+    then sit on the module that runs (a LoRA-wrapped projection includes its update).
+    """
+
+    def __init__(self, model: nn.Module, layers: list[int] | None = None) -> None:
+        arch = arch_of(model)
+        blocks = encoder_layers(model)
+        self.heads = arch.num_heads(model.config)  # the model's own head count (pruning leaves the config's)
+        self.outputs: dict[tuple[int, str], torch.Tensor] = {}
+        # each forward of the model starts empty, so a tap holds that forward's outputs and never an earlier one's
+        self._handles = [model.register_forward_pre_hook(lambda *_: self.outputs.clear())]
+        for i in range(len(blocks)) if layers is None else sorted(set(layers)):
+            if not has_heads(blocks[i], arch):
+                continue
+            for role in RELATION_ROLES:
+                module = blocks[i].get_submodule(getattr(arch, role))
+                self._handles.append(module.register_forward_hook(self._keeper((i, role))))
+
+    def _keeper(self, key: tuple[int, str]) -> Callable[..., None]:
+        def keep(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+            # the first call in a forward: DeBERTa also runs its query/key projections over the relative-position
+            # embeddings afterwards (share_att_key), which are not the tokens' projections
+            self.outputs.setdefault(key, output)
+
+        return keep
+
+    def take(self) -> dict[tuple[int, str], torch.Tensor]:
+        """The outputs of the last forward; the tap is emptied (nothing is held across steps)."""
+        taken, self.outputs = self.outputs, {}
+        return taken
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self.outputs = [], {}
+
+
+@contextmanager
+def relation_taps(
+    student: nn.Module, teacher: nn.Module, layer_map: LayerMap | None
+) -> Iterator[tuple[ProjectionTap, ProjectionTap] | None]:
+    """Within the block, taps on every student layer's projections and on the teacher layers `layer_map` matches
+    them to (None without a map: no relation term); the hooks are removed afterwards."""
+    if layer_map is None:
+        yield None
+        return
+    taps = (ProjectionTap(student), ProjectionTap(teacher, layer_map.layers))
+    try:
+        yield taps
+    finally:
+        for tap in taps:
+            tap.remove()
+
+
+def relation_heads(student_width: int, teacher_width: int, cap: int) -> int:
+    """How many relation heads both projections split into: the largest count that divides both widths, at most
+    `cap` (the teacher's head count). MiniLMv2 splits the concatenated heads into relation heads so that a student
+    with other head counts (here: a pruned one with fewer heads per layer) has relations of the same shape."""
+    common = math.gcd(student_width, teacher_width)
+    return max(r for r in range(1, max(1, cap) + 1) if common % r == 0)
+
+
+def self_relation(x: torch.Tensor, heads: int, mask: torch.Tensor) -> torch.Tensor:
+    """Log-softmax of the scaled dot products of a projection with itself per relation head, padding keys masked:
+    (batch, seq, width) -> (batch, heads, seq, seq)."""
+    batch, seq, width = x.shape
+    parts = x.float().view(batch, seq, heads, width // heads).transpose(1, 2)
+    scores = parts @ parts.transpose(-1, -2) / math.sqrt(width // heads)
+    scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
+    return nn.functional.log_softmax(scores, dim=-1)
+
+
+def relation_loss(
+    student: dict[tuple[int, str], torch.Tensor],
+    teacher: dict[tuple[int, str], torch.Tensor],
+    layers: list[int],
+    mask: torch.Tensor,
+    cap: int,
+) -> torch.Tensor:
+    """Mean over the student's layers with heads and the three projections of KL(teacher ‖ student) between the
+    self-relations (MiniLMv2: softmax(q·qᵀ/√d), the same for k and v) of real query tokens; student layer i is
+    compared with teacher layer `layers[i]`. Unlike the attention term it needs no head in common, so a kept layer
+    learns from whichever teacher layer it is mapped to. `cap`: the most relation heads (the teacher's head
+    count)."""
+    terms = []
+    rows = mask[:, None, :]  # (batch, 1, seq): real query tokens
+    for i, j in enumerate(layers):
+        for role in RELATION_ROLES:
+            s, t = student.get((i, role)), teacher.get((j, role))
+            if s is None or t is None:
+                continue
+            if s.shape[:2] != t.shape[:2]:
+                raise ValueError(f"layer {i}'s {role} is {tuple(s.shape)}, teacher layer {j}'s {tuple(t.shape)}")
+            heads = relation_heads(s.shape[-1], t.shape[-1], cap)
+            log_s, log_t = self_relation(s, heads, mask), self_relation(t, heads, mask)
+            kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # (batch, heads, seq)
+            kl = kl.masked_fill(~rows, 0.0)
+            terms.append(kl.sum() / (rows.sum().clamp_min(1) * heads))
     if not terms:
         return mask.new_zeros((), dtype=torch.float32)
     return torch.stack(terms).mean()

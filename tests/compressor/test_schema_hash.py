@@ -18,6 +18,7 @@ def test_settings_added_later_stay_out_of_the_hash_until_used() -> None:
         "precision",
         "layerwise_schedule",
         "dropout",
+        "relation_weight",
     )
     for name in later:
         recorded["fields"].pop(name)
@@ -27,6 +28,7 @@ def test_settings_added_later_stay_out_of_the_hash_until_used() -> None:
     assert "unstructured_by" not in used["fields"]  # still its default
     assert hash_record(PruneConfig(heads=0.25, precision="auto"))["fields"]["precision"] == "auto"
     assert hash_record(PruneConfig(heads=0.25, dropout=0))["fields"]["dropout"] == 0
+    assert hash_record(PruneConfig(heads=0.25, relation_weight=1.0))["fields"]["relation_weight"] == 1.0
 
 
 def test_int4_embeddings_stay_out_of_the_export_hash_until_used() -> None:

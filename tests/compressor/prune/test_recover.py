@@ -304,3 +304,45 @@ def test_an_attention_term_with_no_head_to_match_is_reported(
         distill_(model, copy.deepcopy(teacher), tok, cfg, data=train, work_dir=tmp_path, quiet=True)
     warned = [r.getMessage() for r in caplog.records if "adds nothing here" in r.getMessage()]
     assert len(warned) == (1 if kept else 0)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_relation_distillation_recovers_through_any_method_and_leaves_no_hooks(
+    tiny_task: tuple, tmp_path: Path, method: str
+) -> None:
+    """relation_weight on a student with half its heads and neurons: every step adds a positive relation term read
+    from the projections of every layer with heads (with LoRA, the wrapped ones that run), the run recovers, and
+    no hook is left on either model."""
+    from compressor.train import distill as train_distill
+
+    tok, train, val, teacher = tiny_task
+    model = copy.deepcopy(teacher)
+    prune_by_fraction_(model, heads=0.5, ffn=0.5)
+    before = evaluate(model, tok, val)["loss"]
+    seen: list[tuple[float, int]] = []
+    original = train_distill.relation_loss
+
+    def recording(student, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        term = original(student, *args, **kwargs)
+        seen.append((float(term.detach()), len(student)))
+        return term
+
+    frozen = copy.deepcopy(teacher)
+    cfg = PruneConfig(
+        heads=0.5, ffn=0.5, recover="distill", recover_steps=8, lr=2e-3, batch_size=16, seed=0,
+        relation_weight=1.0, recover_method=method,
+    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_distill, "relation_loss", recording)
+        distill_(model, frozen, tok, cfg, data=train, work_dir=tmp_path, quiet=True)
+    layers_with_heads = sum(1 for layer in model.bert.encoder.layer if hasattr(layer.attention, "self"))
+    assert len(seen) == 8 and all(term > 0 and taps == 3 * layers_with_heads for term, taps in seen)
+    assert evaluate(model, tok, val)["loss"] < before
+    assert not any(m._forward_hooks for m in (*model.modules(), *frozen.modules()))
+
+
+def test_a_negative_relation_weight_is_refused() -> None:
+    from compressor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="`relation_weight` must be zero or positive; got -1.0"):
+        PruneConfig(heads=0.5, relation_weight=-1.0)

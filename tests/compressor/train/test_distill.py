@@ -4,10 +4,20 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compressor.arch.structure import ensure_structure
 from compressor.arch.surgery import drop_layers_, prune_heads_
-from compressor.train.distill import LayerMap, distillation_loss, layerwise_outputs, student_dropout
+from compressor.train.distill import (
+    LayerMap,
+    ProjectionTap,
+    distillation_loss,
+    layerwise_outputs,
+    relation_heads,
+    relation_taps,
+    student_dropout,
+)
 from tests.models import encode, tiny_model, tiny_tokenizer
 
 
@@ -111,3 +121,109 @@ def test_student_dropout_none_leaves_the_model_alone_and_a_share_is_set_everywhe
     with student_dropout(model, 0.05):
         assert set(_dropouts(model)) == {0.05}
     assert _dropouts(model) == before
+
+
+def _relation_loss(student: torch.nn.Module, teacher: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    layers = LayerMap.between(ensure_structure(student), ensure_structure(teacher))
+    with relation_taps(student, teacher, layers) as taps:
+        loss = distillation_loss(teacher, weight=0.0, relation_weight=1.0, layer_map=layers, relations=taps)
+        return loss(student, dict(inputs), student(**inputs))
+
+
+def _peaked(layers: int = 3) -> torch.nn.Module:
+    teacher = tiny_model(num_hidden_layers=layers)
+    with torch.no_grad():  # peaked relations (a random tiny model's are almost uniform, whatever its input)
+        for layer in teacher.bert.encoder.layer:
+            for part in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value):
+                part.weight.mul_(30)
+    return teacher
+
+
+def test_the_relation_term_is_zero_for_an_identical_student(tmp_path) -> None:  # noqa: ANN001
+    teacher = _peaked()
+    inputs = encode(tiny_tokenizer(tmp_path / "tok"))
+    assert float(_relation_loss(copy.deepcopy(teacher), teacher, inputs).detach()) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_relation_term_teaches_layers_with_no_head_in_common(tmp_path) -> None:  # noqa: ANN001
+    """A student that kept the teacher's first layer (one head fewer) learns the teacher's last layer: the
+    attention term has no head to compare there, the relation term does, and its gradient reaches the kept
+    layer's query, key and value."""
+    teacher = _peaked()
+    student = copy.deepcopy(teacher)
+    prune_heads_(student, 0, [1])
+    drop_layers_(student, [1, 2])
+    assert LayerMap.between(ensure_structure(student), ensure_structure(teacher)).heads[0] == []
+    inputs = encode(tiny_tokenizer(tmp_path / "tok"))
+    loss = _relation_loss(student, teacher, inputs)
+    assert float(loss) > 1e-3
+    loss.backward()
+    own = student.bert.encoder.layer[0].attention.self
+    assert all(float(p.weight.grad.abs().sum()) > 0 for p in (own.query, own.key, own.value))
+    assert not any(m._forward_hooks for m in (*student.modules(), *teacher.modules()))  # the taps are gone
+
+
+def test_the_relation_term_ignores_padding(tmp_path) -> None:  # noqa: ANN001
+    """Padding tokens are neither queries nor keys: what a padded position holds changes nothing."""
+    teacher = _peaked()
+    student = copy.deepcopy(teacher)
+    drop_layers_(student, [1, 2])
+    inputs = dict(encode(tiny_tokenizer(tmp_path / "tok")))
+    mask = inputs["attention_mask"]
+    assert not mask.all()  # the sentences differ in length
+    other = dict(inputs, input_ids=inputs["input_ids"].masked_fill(mask == 0, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(_relation_loss(student, teacher, inputs), _relation_loss(student, teacher, other))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 24), st.integers(1, 24), st.sampled_from([16, 32, 64]), st.integers(1, 16))
+def test_relation_heads_is_the_largest_shared_split_under_the_cap(s: int, t: int, size: int, cap: int) -> None:
+    width_s, width_t = s * size, t * size
+    heads = relation_heads(width_s, width_t, cap)
+    assert 1 <= heads <= cap and width_s % heads == 0 and width_t % heads == 0
+    assert not any(width_s % r == 0 and width_t % r == 0 for r in range(heads + 1, cap + 1))
+
+
+def test_relation_heads_for_a_pruned_minilm_layer() -> None:
+    """all-MiniLM-L6's heads are 12 × 32 wide: a layer that kept 5 heads (160) splits with the teacher's 384 into
+    8 relation heads of 20 and 48 dimensions; an unpruned layer into the teacher's own 12."""
+    assert relation_heads(160, 384, 12) == 8 and relation_heads(384, 384, 12) == 12
+
+
+def test_a_tap_skips_headless_layers_and_empties_on_take() -> None:
+    model = tiny_model(num_hidden_layers=3)
+    prune_heads_(model, 1, [])
+    tap = ProjectionTap(model)
+    model(torch.randint(5, 40, (2, 6)))
+    seen = tap.take()
+    assert sorted(seen) == sorted((i, r) for i in (0, 2) for r in ("query", "key", "value"))
+    assert seen[(0, "value")].shape == (2, 6, model.config.hidden_size) and tap.take() == {}
+    tap.remove()
+    model(torch.randint(5, 40, (2, 6)))
+    assert tap.take() == {}
+
+
+def test_the_relation_term_needs_its_taps() -> None:
+    with pytest.raises(ValueError, match="projection taps"):
+        distillation_loss(tiny_model(), relation_weight=1.0, layer_map=LayerMap([0], [[]]))
+
+
+def test_a_tap_holds_the_first_call_of_the_latest_forward_only() -> None:
+    """A projection called twice in one forward (DeBERTa runs query/key over its relative-position embeddings after
+    the tokens) is kept from its first call; a new forward replaces what an earlier one left."""
+    model = tiny_model(num_hidden_layers=1)
+    query = model.bert.encoder.layer[0].attention.self.query
+    tap = ProjectionTap(model)
+    extra = torch.zeros(1, 3, model.config.hidden_size)
+
+    def again(*_: object) -> None:  # a second call of the query projection in the same forward, after the tokens'
+        query(extra)
+
+    handle = model.bert.encoder.layer[0].attention.self.register_forward_hook(again)
+    model(torch.randint(5, 40, (2, 6)))
+    assert tap.outputs[(0, "query")].shape == (2, 6, model.config.hidden_size)
+    handle.remove()
+    model(torch.randint(5, 40, (4, 5)))
+    assert tap.take()[(0, "query")].shape[:2] == (4, 5)
+    tap.remove()

@@ -46,7 +46,9 @@ def test_int8_weights_keep_outputs_close_and_shrink_storage() -> None:
     inits = {i.name: i for i in model.graph.initializer}
     assert inits["w_int8"].data_type == inits["table_int8"].data_type == TensorProto.INT8
     assert "w" not in inits and "table" not in inits
-    assert [n.op_type for n in model.graph.node].count("DequantizeLinear") == 2
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("DequantizeLinear") == 1  # the MatMul's; the lookup rescales the rows it gathered
+    assert ops[:4] == ["Gather", "Gather", "Cast", "Mul"] and model.graph.node[3].output[0] == "emb"
     assert model.ByteSize() < size / 3
     onnx.checker.check_model(model)
     out = _run(model, ids)
@@ -64,3 +66,33 @@ def test_shared_small_or_unnamed_weights_stay_fp32() -> None:
     # "matmul" shares its weight with "matmul2"; the 8×64 table is below the size floor; "other" does not exist
     assert store_int8_weights_(model, ["matmul", "gather", "other"]) == []
     assert model.SerializeToString() == before
+
+
+def test_an_int8_lookup_rescales_the_gathered_rows_exactly_as_the_dequantized_table() -> None:
+    """Ids of any shape (here batch × sequence) read the int8 rows times their own scales: the values of
+    dequantizing the whole table first, without doing so; an all-zero row stays zero."""
+    rng = np.random.default_rng(2)
+    table = rng.normal(size=(300, 32)).astype(np.float32)
+    table[5] = 0.0
+    table[9] *= 40.0  # a loud row keeps its own scale
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"], name="lookup")]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None, None])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, [None, None, 32])],
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert store_int8_weights_(model, ["lookup"]) == ["lookup"]
+    onnx.checker.check_model(model)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert set(inits) == {"table_int8", "table_int8_scale"} and inits["table_int8"].dtype == np.int8
+    dequantized = inits["table_int8"].astype(np.float32) * inits["table_int8_scale"]
+    ids = np.array([[5, 9, 0, 299], [9, 9, 1, 5]], dtype=np.int64)
+    out = make_session(model.SerializeToString()).run(None, {"ids": ids})[0]
+    assert out.shape == (2, 4, 32)
+    np.testing.assert_array_equal(out, dequantized[ids])
+    assert not out[0, 0].any()
+    half_step = np.abs(table[ids]).max(-1, keepdims=True) / 254  # rounding error of each row at its own scale
+    assert (np.abs(out - table[ids]) <= half_step * 1.001 + 1e-7).all()
