@@ -150,14 +150,19 @@ def attention_loss(
             continue
         probs = probs.float()
         target = teacher[j][:, heads].float()  # (batch, kept heads, seq, seq)
-        rows = mask[:, None, :, None].expand_as(probs)  # real query tokens
-        log_s = probs.clamp_min(1e-12).log()
-        log_t = target.clamp_min(1e-12).log()
-        kl = (target * (log_t - log_s)).masked_fill(~rows, 0.0).sum(-1)  # (batch, heads, seq)
-        terms.append(kl.sum() / rows[..., 0].sum().clamp_min(1))
+        terms.append(row_kl(target, target.clamp_min(1e-12).log(), probs.clamp_min(1e-12).log(), mask))
     if not terms:
         return mask.new_zeros((), dtype=torch.float32)
     return torch.stack(terms).mean()
+
+
+def row_kl(target: torch.Tensor, log_t: torch.Tensor, log_s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(teacher ‖ student) between the rows of (batch, heads, seq, seq) distributions, averaged over the heads
+    and the real query tokens (`mask`: batch, seq): `target` is the teacher's probabilities, `log_t` and `log_s`
+    the two log-probabilities. What the attention and the relation terms both compare."""
+    kl = (target * (log_t - log_s)).sum(-1)  # (batch, heads, seq)
+    rows = mask[:, None, :].expand_as(kl)
+    return kl.masked_fill(~rows, 0.0).sum() / rows.sum().clamp_min(1)
 
 
 RELATION_ROLES = ("query", "key", "value")
@@ -254,7 +259,6 @@ def relation_loss(
     learns from whichever teacher layer it is mapped to. `cap`: the most relation heads (the teacher's head
     count)."""
     terms = []
-    rows = mask[:, None, :]  # (batch, 1, seq): real query tokens
     for i, j in enumerate(layers):
         for role in RELATION_ROLES:
             s, t = student.get((i, role)), teacher.get((j, role))
@@ -263,10 +267,8 @@ def relation_loss(
             if s.shape[:2] != t.shape[:2]:
                 raise ValueError(f"layer {i}'s {role} is {tuple(s.shape)}, teacher layer {j}'s {tuple(t.shape)}")
             heads = relation_heads(s.shape[-1], t.shape[-1], cap)
-            log_s, log_t = self_relation(s, heads, mask), self_relation(t, heads, mask)
-            kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # (batch, heads, seq)
-            kl = kl.masked_fill(~rows, 0.0)
-            terms.append(kl.sum() / (rows.sum().clamp_min(1) * heads))
+            log_t = self_relation(t, heads, mask)
+            terms.append(row_kl(log_t.exp(), log_t, self_relation(s, heads, mask), mask))
     if not terms:
         return mask.new_zeros((), dtype=torch.float32)
     return torch.stack(terms).mean()
