@@ -8,7 +8,7 @@ from typing import ClassVar
 from compressor.arch.table import LINEAR_ROLES
 from compressor.errors import ConfigError
 from compressor.schema import HASH_IF_SET
-from compressor.train.config import PRECISIONS
+from compressor.train.config import PRECISIONS, check_ema
 
 SCHEDULES = ("geometric", "linear")
 FALLBACKS = ("unk", "nearest", "sparse")
@@ -174,6 +174,14 @@ class PruneConfig:
             HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
         },
     )
+    ema: float = field(
+        default=0.0,
+        metadata={
+            "help": "End the distillation with an exponential moving average of the student's weights spanning "
+            "about this share of its steps (e.g. 0.25), instead of the last step's weights; 0 = off.",
+            HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
+        },
+    )
     precision: str = field(
         default="fp32",
         metadata={
@@ -256,6 +264,7 @@ class PruneConfig:
             raise ConfigError(
                 f"`layerwise_schedule` must be one of {', '.join(LAYERWISE_SCHEDULES)}; got {schedule!r}"
             )
+        check_ema(self.ema)
         for name in ("hidden_weight", "attention_weight", "relation_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"`{name}` must be zero or positive; got {getattr(self, name)!r}")

@@ -79,6 +79,7 @@ def distill_(
         save_steps=max(50, steps // 4),
         logging_steps=max(10, steps // 10),
         bf16=bf16,
+        ema=config.ema,
     )
     teacher.to(device)  # the Trainer moves the student there; the teacher must follow
     hidden, attention = config.hidden_weight > 0, config.attention_weight > 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from compressor.errors import ConfigError
+from compressor.schema import HASH_IF_SET
 
 
 @dataclass(kw_only=True)
@@ -27,6 +28,14 @@ class TrainConfig:
     fp16: bool = field(default=False, metadata={"help": "float16 mixed precision (CUDA only)."})
     save_steps: int = field(default=200, metadata={"help": "Checkpoint every N steps (for --resume)."})
     logging_steps: int = field(default=50, metadata={"help": "Log the loss every N steps."})
+    ema: float = field(
+        default=0.0,
+        metadata={
+            "help": "Keep an exponential moving average of the trained weights spanning about this share of the "
+            "steps (decay 1 - 1/(share x steps)) and end with it instead of the last step's weights; 0 = off.",
+            HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 and self.max_steps <= 0:
@@ -42,9 +51,16 @@ class TrainConfig:
                 )
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}")
+        check_ema(self.ema)
         if self.bf16 and self.fp16:
             raise ConfigError("choose one of `bf16` and `fp16`, not both")
         resolve_device(self.device)
+
+
+def check_ema(share: object) -> None:
+    """`ema` is a share of the steps in [0, 1): 0 turns the average off."""
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
+        raise ConfigError(f"`ema` must be a share of the steps in [0, 1) (0: off); got {share!r}")
 
 
 PRECISIONS = ("fp32", "bf16", "auto")

@@ -20,6 +20,7 @@ from torch import nn
 
 from compressor.arch.parts import max_tokens, model_inputs
 from compressor.data import LabelledData
+from compressor.errors import CompressorError
 from compressor.task import REGRESSION_METRICS, regression_metrics
 from compressor.train.config import TrainConfig, resolve_device
 
@@ -29,6 +30,73 @@ logger = logging.getLogger(__name__)
 # in sequence length from batch to batch and cannot be gathered).
 EXTRA_OUTPUTS = ("hidden_states", "attentions")
 ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor], Any], torch.Tensor]
+EMA_FILE = "ema.safetensors"  # the weight average's state, inside each Trainer checkpoint
+
+
+class WeightAverage:
+    """An exponential moving average of the parameters of `model` that train (Polyak averaging): after each
+    optimizer step, avg ← avg + (1 - decay)·(param - avg), with decay = 1 - 1/(share·steps), so the average spans
+    about `share` of the run's steps. The update is torch's own (`swa_utils.get_ema_multi_avg_fn`). The store is
+    written here because `AveragedModel` deep-copies the whole module (frozen weights, the distillation's hooks and
+    what they hold) and has no place in the Trainer's checkpoints, which a resumed run needs.
+    """
+
+    def __init__(self, model: nn.Module, share: float) -> None:
+        self.share = share
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.shadow = [p.detach().clone() for p in self.params]
+        self.decay = 0.0
+        self.updates = 0
+
+    def start(self, total_steps: int) -> None:
+        """Fix the decay from the run's length (known once the Trainer has counted its steps)."""
+        self.decay = 1.0 - 1.0 / max(1.0, self.share * total_steps)
+
+    def reset(self) -> None:
+        """Restart the average from the weights as they are."""
+        for avg, p in zip(self.shadow, self.params, strict=True):
+            avg.copy_(p.detach())
+
+    @torch.no_grad()
+    def update(self) -> None:
+        from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+        get_ema_multi_avg_fn(self.decay)(self.shadow, [p.detach() for p in self.params], self.updates)
+        self.updates += 1
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Put the average into the model's parameters."""
+        for avg, p in zip(self.shadow, self.params, strict=True):
+            p.copy_(avg)
+
+    def save(self, path: Path) -> None:
+        """The average as safetensors, written to a temporary name and moved into place."""
+        from safetensors.torch import save_file
+
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({n: t.detach().cpu().contiguous() for n, t in zip(self.names, self.shadow, strict=True)}, str(tmp))
+        tmp.replace(path)
+
+    @torch.no_grad()
+    def load(self, path: Path) -> None:
+        """The average saved by `save` for the same trainable parameters, or a TrainError saying what differs."""
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+        if sorted(state) != sorted(self.names):
+            raise CompressorError(
+                f"{path} averages other parameters than this run trains ({len(state)} against {len(self.names)}); "
+                "start the run again without --resume"
+            )
+        for name, avg in zip(self.names, self.shadow, strict=True):
+            if state[name].shape != avg.shape:
+                raise CompressorError(
+                    f"{path}: `{name}` has shape {tuple(state[name].shape)}, the model's is {tuple(avg.shape)}; "
+                    "start the run again without --resume"
+                )
+            avg.copy_(state[name])
 
 
 def tokenize(data: LabelledData, tokenizer: Any, max_length: int) -> Any:
@@ -157,6 +225,9 @@ def train(
     last = _last_checkpoint(ckpt_dir) if resume else None
     if last:
         logger.info("resuming from %s", last)
+    average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
+    if average is not None:
+        trainer.add_callback(_average_callback(average, last))
     start = time.perf_counter()
     with warnings.catch_warnings():
         # checkpoint rotation warns on file systems with coarse mtimes, then orders by step number anyway
@@ -170,7 +241,7 @@ def train(
         last = progress.last_eval  # the last epoch's evaluation, when training ended right there
         ev = (
             last[1]
-            if last is not None and last[0] == out.global_step
+            if last is not None and last[0] == out.global_step and average is None  # else the average is new
             else trainer.evaluate(ignore_keys=list(EXTRA_OUTPUTS))
         )
         metrics.update({f"eval_{k}": float(ev[f"eval_{k}"]) for k in EVAL_KEYS if f"eval_{k}" in ev})
@@ -210,6 +281,35 @@ def _step_callback(on_step: Callable[[int, int], None]) -> Any:
             on_step(state.global_step, state.max_steps)
 
     return StepCallback()
+
+
+def _average_callback(average: WeightAverage, resumed: Path | None) -> Any:
+    """Moves `average` after each optimizer step, stores it in each checkpoint (main process only) and restores it
+    from the one a run resumes from; at the end of training the model takes the averaged weights."""
+    from transformers import TrainerCallback
+
+    class AverageCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            average.start(state.max_steps)
+            if resumed is None:
+                return
+            if (resumed / EMA_FILE).is_file():
+                average.load(resumed / EMA_FILE)
+            else:  # saved by a run without the average, or killed between the checkpoint and its average
+                logger.warning("%s holds no weight average; it restarts from the resumed weights", resumed)
+                average.reset()
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            average.update()
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            if state.is_world_process_zero:
+                average.save(Path(args.output_dir) / f"checkpoint-{state.global_step}" / EMA_FILE)
+
+        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            average.apply()
+
+    return AverageCallback()
 
 
 def _report_progress(trainer: Any, quiet: bool) -> Any:

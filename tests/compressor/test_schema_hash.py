@@ -19,6 +19,7 @@ def test_settings_added_later_stay_out_of_the_hash_until_used() -> None:
         "layerwise_schedule",
         "dropout",
         "relation_weight",
+        "ema",
     )
     for name in later:
         recorded["fields"].pop(name)
@@ -29,6 +30,14 @@ def test_settings_added_later_stay_out_of_the_hash_until_used() -> None:
     assert hash_record(PruneConfig(heads=0.25, precision="auto"))["fields"]["precision"] == "auto"
     assert hash_record(PruneConfig(heads=0.25, dropout=0))["fields"]["dropout"] == 0
     assert hash_record(PruneConfig(heads=0.25, relation_weight=1.0))["fields"]["relation_weight"] == 1.0
+    assert hash_record(PruneConfig(heads=0.25, ema=0.25))["fields"]["ema"] == 0.25
+
+
+def test_the_weight_average_stays_out_of_the_training_hash_until_used() -> None:
+    from compressor.train.config import TrainConfig
+
+    assert "ema" not in hash_record(TrainConfig())["fields"]
+    assert hash_record(TrainConfig(ema=0.1))["fields"]["ema"] == 0.1
 
 
 def test_int4_embeddings_stay_out_of_the_export_hash_until_used() -> None:

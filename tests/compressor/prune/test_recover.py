@@ -346,3 +346,33 @@ def test_a_negative_relation_weight_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="`relation_weight` must be zero or positive; got -1.0"):
         PruneConfig(heads=0.5, relation_weight=-1.0)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_distillation_can_end_with_the_weight_average(tiny_task: tuple, tmp_path: Path, method: str) -> None:
+    """`ema` reaches the training loop through any recovery method: the checkpoints hold the average of what that
+    method trains (LoRA's adapters, merged afterwards), and the run ends with other weights than the last step's."""
+    from safetensors.torch import load_file
+
+    from compressor.train.loop import EMA_FILE
+
+    tok, train, val, teacher = tiny_task
+    pruned = copy.deepcopy(teacher)
+    prune_by_fraction_(pruned, heads=0.75, ffn=0.75)
+    before = evaluate(pruned, tok, val)["loss"]
+    ends = {}
+    for ema in (0.0, 0.5):
+        model = copy.deepcopy(pruned)
+        cfg = PruneConfig(
+            heads=0.75, recover="distill", recover_steps=8, recover_method=method, lr=2e-3, batch_size=16, ema=ema
+        )
+        distill_(model, copy.deepcopy(teacher), tok, cfg, data=train, work_dir=tmp_path / str(ema), quiet=True)
+        ends[ema] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        assert only_stock_modules(model) == []
+        assert evaluate(model, tok, val)["loss"] < before
+    saved = sorted((tmp_path / "0.5" / "checkpoints").glob(f"checkpoint-*/{EMA_FILE}"))
+    assert saved, "the checkpoint holds no weight average"
+    names = list(load_file(str(saved[-1])))
+    assert names and any("lora" in n for n in names) == (method == "lora")
+    assert not (tmp_path / "0.0" / "checkpoints" / "checkpoint-8" / EMA_FILE).exists()
+    assert any(not torch.allclose(ends[0.0][n], ends[0.5][n]) for n in ends[0.0])
