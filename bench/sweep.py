@@ -186,12 +186,18 @@ def write_docs(sweep: dict[str, Any], text: str, folder: Path) -> None:
     docs.write_text(current, encoding="utf-8")
 
 
-def headline(sweep: dict[str, Any], comparison: Comparison, teacher_dir: Path, command: str) -> dict[str, Any]:
+def headline(sweep: dict[str, Any], comparison: Comparison, teacher_dir: Path, command: str) -> dict[str, Any] | None:
     """docs/headline.json: the headline rows (one compression per seed) against the full-data teacher and
-    optimum's int8 of it; accuracy is their mean, with each seed's and the spread."""
+    optimum's int8 of it; accuracy is their mean, with each seed's and the spread. None (and a line on stderr)
+    while a headline row has not run: `--only` on other rows."""
     rows = {r["name"]: r for r in comparison.rows()}
     names = sweep["headline"]
-    picked = [rows[name] for name in ([names] if isinstance(names, str) else names)]
+    names = [names] if isinstance(names, str) else names
+    missing = [name for name in names if name not in rows]
+    if missing:
+        print(f"no headline: {', '.join(missing)} not run yet (docs/headline.json left as it is)", file=sys.stderr)
+        return None
+    picked = [rows[name] for name in names]
     record = json.loads((teacher_dir / "teacher.json").read_text(encoding="utf-8"))
     accuracies = [r["accuracy"] for r in picked]
 

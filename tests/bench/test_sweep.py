@@ -65,13 +65,20 @@ def test_a_tiny_sweep_runs_and_records_its_headline(tmp_path: Path) -> None:
     }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(sweep), encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "sweep.py"), str(path), "--docs", str(tmp_path / "docs"), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        cwd=ROOT,
-    )
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "sweep.py"),
+        str(path),
+        "--docs",
+        str(tmp_path / "docs"),
+        "--quiet",
+    ]
+    # one headline row first: the comparison of what has run, no headline yet
+    part = subprocess.run([*command, "--only", "half-1"], capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    assert part.returncode == 0, part.stderr[-3000:]
+    assert "no headline: half-2 not run yet" in part.stderr
+    assert not (tmp_path / "docs" / "headline.json").exists()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     docs = tmp_path / "docs"
     record = json.loads((docs / "bench-tiny.json").read_text(encoding="utf-8"))
