@@ -385,15 +385,24 @@ def _report_progress(trainer: Any, quiet: bool) -> Any:
 
 
 def _last_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest complete checkpoint: the Trainer writes `trainer_state.json` last, so a checkpoint without it
-    was cut short (killed while saving) and is skipped."""
+    """The newest complete checkpoint: the Trainer writes `trainer_state.json` last, so a checkpoint without it,
+    or with one that does not parse (killed while it was being written), was cut short and is skipped."""
     if not ckpt_dir.is_dir():
         return None
     ckpts = [p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    complete = [p for p in ckpts if (p / "trainer_state.json").is_file()]
+    complete = [p for p in ckpts if _readable_state(p / "trainer_state.json")]
     for p in sorted(set(ckpts) - set(complete)):
         logger.warning("skipping %s: it was interrupted while being saved", p)
     return max(complete, key=lambda p: int(p.name.split("-")[-1])) if complete else None
+
+
+def _readable_state(path: Path) -> bool:
+    import json
+
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from compressor.train.loop import _last_checkpoint
 from tests.robustness.harness import Result, expect_success, leftovers, record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,7 +93,8 @@ def test_sigint_during_finetune_then_resume(cli, tmp_path: Path, ckpt: Path, tra
     ]
     checkpoints = tmp_path / ".run.partial" / "checkpoints"
     proc = _start(args)
-    _wait_for(proc, lambda: any(checkpoints.glob("checkpoint-*/trainer_state.json")), "the first checkpoint")
+    # complete: a state that parses (a signal while it is being written would leave nothing to resume from)
+    _wait_for(proc, lambda: _last_checkpoint(checkpoints) is not None, "the first complete checkpoint")
     proc.send_signal(signal.SIGINT)
     code, _, err = _finish(proc)
     _expect_interrupted(code, err, out, "Ctrl-C (SIGINT) during finetune", args)
@@ -113,13 +115,12 @@ def test_sigint_during_finetune_then_resume(cli, tmp_path: Path, ckpt: Path, tra
 
 def test_resume_skips_a_checkpoint_cut_short(tmp_path: Path) -> None:
     """A kill while the Trainer saves leaves a checkpoint without trainer_state.json: resume uses the one before."""
-    from compressor.train.loop import _last_checkpoint
-
-    for step, complete in ((10, True), (20, False)):
+    states = {10: "{}", 20: None, 30: "", 40: '{"global_step": 4'}  # none; empty; cut mid-write
+    for step, state in states.items():
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
-        if complete:
-            (folder / "trainer_state.json").write_text("{}", encoding="utf-8")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state, encoding="utf-8")
     assert _last_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
 
 
