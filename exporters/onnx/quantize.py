@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,12 +143,12 @@ def quantize_graph(
     *,
     exclude: Sequence[str] = (),
     calibration: Sequence[Feed] | None = None,
-    int8_weights: bool = False,
+    int8_weights: bool | Collection[str] = False,
 ) -> list[str]:
     """Write the int8 version of `src` to `dst`, keeping the `exclude` nodes' arithmetic in fp32.
 
-    With `int8_weights`, the excluded nodes' weights are stored as int8 all the same (weight-only,
-    `store_int8_weights_`); the names of the nodes so stored are returned.
+    With `int8_weights` (True: every excluded node; or the names of some of them), those nodes' weights are stored
+    as int8 all the same (weight-only, `store_int8_weights_`); the names of the nodes so stored are returned.
     """
     embedding = word_embedding_gather(onnx.load(str(src))) if settings.embedding_bits == 4 else None
     if embedding is not None and embedding in exclude:
@@ -158,8 +158,9 @@ def quantize_graph(
         quantize_embedding_int4(dst, embedding, block=settings.embedding_block)
     if not exclude or not int8_weights:
         return []
+    chosen = exclude if int8_weights is True else [n for n in exclude if n in set(int8_weights)]
     model = onnx.load(str(dst))
-    stored = store_int8_weights_(model, _exclusions(exclude))
+    stored = store_int8_weights_(model, _exclusions(chosen))
     if stored:
         onnx.save(model, str(dst))
     wanted = set(exclude)  # report Gemm `X` (rewritten by the quantizer to `X_MatMul` + Add) under its own name
@@ -285,6 +286,12 @@ def quantized_nodes(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[str]:
         if twin is None or twin.op_type != node.op_type or any(i and i not in known for i in twin.input):
             names.append(node.name)
     return names
+
+
+def _weight_bytes(model: onnx.ModelProto) -> dict[str, int]:
+    """Per node, the bytes of its largest constant input (a MatMul's or Gemm's matrix, a lookup's table)."""
+    sizes = {i.name: int(np.prod(i.dims)) * 4 for i in model.graph.initializer}
+    return {n.name: max((sizes.get(i, 0) for i in n.input), default=0) for n in model.graph.node}
 
 
 def _exclusions(nodes: Sequence[str]) -> list[str]:
@@ -424,6 +431,15 @@ def quantize_with_gate(
         score, out, stored = measure(settings, result.excluded_nodes, int8_weights=True)
         if not stored:
             return result
+        if score < gate and len(stored) > 1:
+            # one node's rounded weights can cost the agreement the others' do not: give int8 weights node by
+            # node, largest weights first (the most bytes saved), keeping each while the gate still holds
+            kept: list[str] = []
+            for node in sorted(stored, key=lambda n: weight_bytes.get(n, 0), reverse=True):
+                if measure(settings, result.excluded_nodes, int8_weights=[*kept, node])[0] >= gate:
+                    kept.append(node)
+            if kept:  # the kept set once more, so that `dst` holds it
+                score, out, stored = measure(settings, result.excluded_nodes, int8_weights=kept)
         if score >= gate and faster_with_int8_weights(result, stored):
             logger.info("%s: %d fp32 node(s) keep int8 weights; agreement %.4f", name, len(stored), score)
             result.int8_weight_nodes, result.agreement, result.logits = stored, score, out
@@ -468,6 +484,7 @@ def quantize_with_gate(
         else:
             quantize_graph(src, dst, settings, calibration=calibration)
     fp32, int8 = onnx.load(str(src)), onnx.load(str(dst))
+    weight_bytes = _weight_bytes(fp32)
     result = GateResult(
         gate,
         first,

@@ -178,6 +178,47 @@ def test_excluded_weights_go_int8_only_while_the_gate_holds(tokenizer, sentences
         assert any(name.endswith("_int8") for name in inits) == bool(stored)
 
 
+def test_int8_weights_are_kept_node_by_node_when_one_node_costs_the_gate(
+    tokenizer, sentences, out_dir, monkeypatch
+) -> None:
+    # Two nodes stay fp32; int8 weights on all of them miss the gate because of one ("poison"), so the other keeps
+    # its int8 weights alone (largest first, each kept while the gate holds) instead of both going back to fp32.
+    from exporters.onnx import weight_only
+
+    monkeypatch.setattr(weight_only, "MIN_ELEMENTS", 1)
+    real_quantize = quantize_module.quantize_graph
+    state: dict = {"exclude": [], "int8": []}
+    stored_all: list[list[str]] = []
+
+    def recording_quantize(src, dst, settings, *, exclude=(), calibration=None, int8_weights=False):
+        chosen = list(exclude) if int8_weights is True else list(int8_weights or [])
+        state.update(exclude=list(exclude), int8=chosen)
+        stored = real_quantize(src, dst, settings, exclude=exclude, calibration=calibration, int8_weights=int8_weights)
+        if int8_weights is True:
+            stored_all.append(stored)
+        return stored
+
+    def fake_agreement(reference, logits):
+        if len(state["exclude"]) < 2:
+            return 0.5
+        return 0.9 if state["exclude"][0] in state["int8"] else 1.0
+
+    monkeypatch.setattr(quantize_module, "quantize_graph", recording_quantize)
+    monkeypatch.setattr(quantize_module, "agreement", fake_agreement)
+    monkeypatch.setattr(  # equal times: the int8 form is kept whenever the gate holds
+        quantize_module, "time_graphs", lambda graphs, feed, *, threads, runs: {g: {"p50_ms": 1.0} for g in graphs}
+    )
+    config = fast_config(fuse="off", per_channel=False)
+    report = export_onnx(tiny_model(), config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences)
+    gate = report.manifest["quantization"]["gate"]
+    poison, *others = gate["excluded_nodes"]
+    assert others and len(stored_all[-1]) >= 2  # both forms were possible
+    assert gate["excluded_nodes_int8_weights"] == [n for n in stored_all[-1] if n != poison]
+    assert report.agreement == 1.0
+    graph = onnx.load(str(out_dir / "model.onnx"))
+    assert any(i.name.endswith("_int8") for i in graph.graph.initializer)  # the other node's weights are int8
+
+
 def test_rank_handles_static_int8_whose_attention_tensors_change_length_between_feeds(tokenizer, tmp_path) -> None:
     # static QDQ quantizes the attention MatMuls too: their outputs' last axis is the sequence, which differs
     # from one batch to the next (each is padded to its own longest sentence)
