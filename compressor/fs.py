@@ -93,6 +93,22 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         tmp.rename(target)
 
 
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temporary working directory (`tempfile.TemporaryDirectory`), named `PREFIX<pid>-…`, removed on exit.
+
+    A killed process (SIGKILL, power loss) cannot remove its own; so each new one first deletes those of the same
+    prefix whose process no longer runs (a distillation's checkpoints are tens of MB each).
+    """
+    root = Path(tempfile.gettempdir())
+    for path in root.glob(f"{glob.escape(prefix)}*"):
+        pid = path.name[len(prefix) :].split("-")[0]
+        if path.is_dir() and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=root) as tmp:
+        yield Path(tmp)
+
+
 def _remove_stale_temps(target: Path) -> None:
     """Delete `.NAME.tmp-PID-*` siblings of `target` whose process no longer runs."""
     prefix = f".{target.name}.tmp-"

@@ -344,13 +344,12 @@ def profile_ops(
     A separate session with profiling on (the timed sessions stay unprofiled, so profiling never slows what is
     measured); sorted by time, largest first.
     """
-    import tempfile
-
     import onnxruntime as ort
 
+    from compressor.fs import scratch_dir
     from exporters.runtime import session_options
 
-    with tempfile.TemporaryDirectory(prefix="compressor-profile-") as tmp:
+    with scratch_dir("compressor-profile-") as tmp:
         options = session_options(threads, profile_prefix=str(Path(tmp) / "profile"), flush_denormals=flush_denormals)
         session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
         inputs = {i.name: feed[i.name] for i in session.get_inputs()}

@@ -12,6 +12,7 @@ from torch import nn
 
 from compressor.arch.structure import ensure_structure
 from compressor.errors import PruneError
+from compressor.fs import scratch_dir
 from compressor.methods.api import merge
 from compressor.methods.base import METHODS, count_trainable
 from compressor.prune.config import PruneConfig
@@ -65,8 +66,6 @@ def distill_(
     Args:
         steps: optimizer steps (default `config.recover_steps`).
     """
-    import tempfile
-
     steps = steps or config.recover_steps
     method = METHODS.get(config.recover_method)
     device = resolve_device("auto")
@@ -98,7 +97,7 @@ def distill_(
     wrapped = method.inject(model, method.config_cls())
     trainable = count_trainable(wrapped)
     with (
-        tempfile.TemporaryDirectory(prefix="compressor-distill-") as tmp,
+        scratch_dir("compressor-distill-") as tmp,
         layerwise_outputs(model, hidden=hidden, attention=attention),
         student_dropout(model, config.dropout),
         # after the injection, so the student's hooks sit on the projections that run (LoRA-wrapped ones included)

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from torch import nn
 from compressor.arch.parts import arch_of, head_size, hidden_width, max_tokens
 from compressor.arch.surgery import prune_ffn_, prune_heads_
 from compressor.errors import CompressorError
+from compressor.fs import scratch_dir
 from compressor.sensitivity.cost import UnitCosts
 from exporters.onnx.cpu import resolve_reduce_range
 from exporters.onnx.export import spec_for, torch_to_onnx
@@ -177,7 +177,7 @@ def measure_latency_table(model: nn.Module, *, seq_len: int, threads: int, repea
         (2, heads // 2, 0),
     ]
     rows = [[1.0, layers, layers * h, layers * n] for layers, h, n in grid]
-    with tempfile.TemporaryDirectory(prefix="compressor-latency-") as tmp:
+    with scratch_dir("compressor-latency-") as tmp:
         graphs = {}
         for k, (layers, h, n) in enumerate(grid):
             probe = _probe_model(model, layers, h, n)

@@ -183,3 +183,26 @@ def test_stale_temporary_from_a_killed_run_is_removed(cli, tmp_path: Path, ckpt:
     assert result.code == 0, result.err
     assert not stale.exists() and live.exists()
     assert (out / "model.safetensors").is_file()
+
+
+def test_scratch_directories_of_killed_processes_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library run's scratch directory (distillation checkpoints, latency probes, profiles) that a SIGKILL left
+    behind goes when the next one of its kind starts; a live process's stays, and each removes its own on exit."""
+    import tempfile
+
+    from compressor.fs import scratch_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    done = subprocess.Popen(["true"])
+    done.wait()
+    stale = tmp_path / f"compressor-distill-{done.pid}-abc123"
+    live = tmp_path / f"compressor-distill-{os.getppid()}-def456"
+    other = tmp_path / f"compressor-latency-{done.pid}-ghi789"  # another kind: left to its own next run
+    for folder in (stale, live, other):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"\0" * 10)
+    with scratch_dir("compressor-distill-") as scratch:
+        assert scratch.is_dir() and scratch.parent == tmp_path
+        assert scratch.name.startswith(f"compressor-distill-{os.getpid()}-")
+        assert not stale.exists() and live.exists() and other.exists()
+    assert not scratch.exists()
