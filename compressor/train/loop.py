@@ -237,14 +237,23 @@ def train(
         )
     seconds = time.perf_counter() - start
     metrics = {"train_loss": float(out.training_loss), "train_seconds": round(seconds, 1)}
-    if eval_set is not None:
+
+    def evaluation(prefix: str) -> None:
         last = progress.last_eval  # the last epoch's evaluation, when training ended right there
         ev = (
             last[1]
-            if last is not None and last[0] == out.global_step and average is None  # else the average is new
+            if last is not None and last[0] == out.global_step
             else trainer.evaluate(ignore_keys=list(EXTRA_OUTPUTS))
         )
-        metrics.update({f"eval_{k}": float(ev[f"eval_{k}"]) for k in EVAL_KEYS if f"eval_{k}" in ev})
+        metrics.update({f"{prefix}eval_{k}": float(ev[f"eval_{k}"]) for k in EVAL_KEYS if f"eval_{k}" in ev})
+
+    if average is not None:
+        if eval_set is not None:  # the last step's weights too, so that the run says what the average changed
+            evaluation("last_step_")
+        average.apply()
+        progress.last_eval = None  # it scored other weights
+    if eval_set is not None:
+        evaluation("")
     model.eval()
     return TrainResult(metrics, seconds, int(out.global_step), trainer.is_world_process_zero())
 
@@ -285,7 +294,7 @@ def _step_callback(on_step: Callable[[int, int], None]) -> Any:
 
 def _average_callback(average: WeightAverage, resumed: Path | None) -> Any:
     """Moves `average` after each optimizer step, stores it in each checkpoint (main process only) and restores it
-    from the one a run resumes from; at the end of training the model takes the averaged weights."""
+    from the one a run resumes from (`train` puts it into the model once training ends)."""
     from transformers import TrainerCallback
 
     class AverageCallback(TrainerCallback):
@@ -305,9 +314,6 @@ def _average_callback(average: WeightAverage, resumed: Path | None) -> Any:
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
             if state.is_world_process_zero:
                 average.save(Path(args.output_dir) / f"checkpoint-{state.global_step}" / EMA_FILE)
-
-        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
-            average.apply()
 
     return AverageCallback()
 

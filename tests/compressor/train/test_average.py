@@ -26,22 +26,25 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-def run(tmp_path: Path, work: str, *, ema: float, on_step=None, resume: bool = False, model=None):  # noqa: ANN001, ANN201
+def run(tmp_path: Path, work: str, *, ema: float, on_step=None, resume: bool = False, model=None, results=None):  # noqa: ANN001, ANN201
     data = load_data(write_tiny_data(tmp_path / "train.tsv", 32))
+    eval_data = load_data(write_tiny_data(tmp_path / "val.tsv", 12)) if results is not None else None
     cfg = TrainConfig(max_steps=6, batch_size=8, lr=1e-3, seed=0, save_steps=2, logging_steps=1, ema=ema)
     model = model if model is not None else tiny_model()
     tok = tiny_tokenizer(tmp_path / "tok")
-    train(
+    result = train(
         model,
         tok,
         cfg,
         data=data,
-        eval_data=None,
+        eval_data=eval_data,
         work_dir=tmp_path / work,
         quiet=True,
         on_step=on_step,
         resume=resume,
     )
+    if results is not None:
+        results.append(result.metrics)
     return model
 
 
@@ -68,11 +71,22 @@ def test_the_average_follows_its_recurrence_over_trained_parameters_only() -> No
 
 def test_a_run_ends_with_the_average_of_its_steps(tmp_path: Path) -> None:
     seen: list[dict[str, torch.Tensor]] = []
-    plain = tiny_model()
-    run(tmp_path, "plain", ema=0.0, on_step=lambda done, total: seen.append(weights(plain)), model=plain)
+    plain, metrics = tiny_model(), []
+    run(
+        tmp_path,
+        "plain",
+        ema=0.0,
+        on_step=lambda done, total: seen.append(weights(plain)),
+        model=plain,
+        results=metrics,
+    )
     trajectory = [*seen[1:], weights(plain)]  # the weights after each of the 6 steps
     assert len(trajectory) == 6
-    averaged = run(tmp_path, "avg", ema=0.5)  # decay 1 - 1/3
+    averaged = run(tmp_path, "avg", ema=0.5, results=metrics)  # decay 1 - 1/3
+    # the averaged run also scores its last step's weights: the same as the plain run's final ones
+    assert metrics[1]["last_step_eval_loss"] == pytest.approx(metrics[0]["eval_loss"], rel=1e-5)
+    assert "last_step_eval_loss" not in metrics[0]
+    assert metrics[1]["eval_loss"] != pytest.approx(metrics[0]["eval_loss"], rel=1e-6)  # the average's own
     decay = 1 - 1 / 3
     for name, value in weights(averaged).items():
         expected = seen[0][name].clone()
