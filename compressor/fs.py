@@ -101,20 +101,21 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
     prefix whose process no longer runs (a distillation's checkpoints are tens of MB each).
     """
     root = Path(tempfile.gettempdir())
-    for path in root.glob(f"{glob.escape(prefix)}*"):
-        pid = path.name[len(prefix) :].split("-")[0]
-        if path.is_dir() and pid.isdigit() and not _running(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+    _remove_dead(root, prefix)
     with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=root) as tmp:
         yield Path(tmp)
 
 
 def _remove_stale_temps(target: Path) -> None:
     """Delete `.NAME.tmp-PID-*` siblings of `target` whose process no longer runs."""
-    prefix = f".{target.name}.tmp-"
-    for path in target.parent.glob(f"{glob.escape(prefix)}*"):
+    _remove_dead(target.parent, f".{target.name}.tmp-")
+
+
+def _remove_dead(folder: Path, prefix: str) -> None:
+    """Delete the directories `PREFIX<pid>-*` in `folder` whose process no longer runs."""
+    for path in folder.glob(f"{glob.escape(prefix)}*"):
         pid = path.name[len(prefix) :].split("-")[0]
-        if pid.isdigit() and not _running(int(pid)):
+        if path.is_dir() and pid.isdigit() and not _running(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
 
 

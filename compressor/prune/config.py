@@ -8,7 +8,7 @@ from typing import ClassVar
 from compressor.arch.table import LINEAR_ROLES
 from compressor.errors import ConfigError
 from compressor.schema import HASH_IF_SET
-from compressor.train.config import PRECISIONS, check_ema
+from compressor.train.config import PRECISIONS, check_share
 
 SCHEDULES = ("geometric", "linear")
 FALLBACKS = ("unk", "nearest", "sparse")
@@ -234,12 +234,8 @@ class PruneConfig:
         codes = self.vocab_codes
         if isinstance(codes, bool) or not isinstance(codes, int) or not 1 <= codes <= MAX_VOCAB_CODES:
             raise ConfigError(f"`vocab_codes` must be an integer between 1 and {MAX_VOCAB_CODES}; got {codes!r}")
-        if self.dropout is not None and not (
-            isinstance(self.dropout, int | float) and not isinstance(self.dropout, bool) and 0 <= self.dropout < 1
-        ):
-            raise ConfigError(
-                f"`dropout` must be a share in [0, 1) (or unset for the model's own); got {self.dropout!r}"
-            )
+        if self.dropout is not None:
+            check_share("dropout", self.dropout, "in [0, 1) (or unset for the model's own)")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"`precision` must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.recover_steps < 0:
@@ -264,7 +260,7 @@ class PruneConfig:
             raise ConfigError(
                 f"`layerwise_schedule` must be one of {', '.join(LAYERWISE_SCHEDULES)}; got {schedule!r}"
             )
-        check_ema(self.ema)
+        check_share("ema", self.ema, "of the steps in [0, 1) (0: off)")
         for name in ("hidden_weight", "attention_weight", "relation_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"`{name}` must be zero or positive; got {getattr(self, name)!r}")

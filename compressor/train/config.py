@@ -51,16 +51,16 @@ class TrainConfig:
                 )
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}")
-        check_ema(self.ema)
+        check_share("ema", self.ema, "of the steps in [0, 1) (0: off)")
         if self.bf16 and self.fp16:
             raise ConfigError("choose one of `bf16` and `fp16`, not both")
         resolve_device(self.device)
 
 
-def check_ema(share: object) -> None:
-    """`ema` is a share of the steps in [0, 1): 0 turns the average off."""
-    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
-        raise ConfigError(f"`ema` must be a share of the steps in [0, 1) (0: off); got {share!r}")
+def check_share(name: str, value: object, what: str = "in [0, 1)") -> None:
+    """`value` is a number (not a bool) in [0, 1), or a ConfigError: "`NAME` must be a share WHAT; got VALUE"."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ConfigError(f"`{name}` must be a share {what}; got {value!r}")
 
 
 PRECISIONS = ("fp32", "bf16", "auto")

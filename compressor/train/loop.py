@@ -6,6 +6,7 @@ machines under `accelerate launch` / `torchrun`, and checkpoints resume.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -43,8 +44,8 @@ class WeightAverage:
 
     def __init__(self, model: nn.Module, share: float) -> None:
         self.share = share
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names, self.params = [n for n, _ in trained], [p for _, p in trained]
         self.shadow = [p.detach().clone() for p in self.params]
         self.decay = 0.0
         self.updates = 0
@@ -81,7 +82,7 @@ class WeightAverage:
 
     @torch.no_grad()
     def load(self, path: Path) -> None:
-        """The average saved by `save` for the same trainable parameters, or a TrainError saying what differs."""
+        """The average saved by `save` for the same trainable parameters, or a CompressorError saying what differs."""
         from safetensors.torch import load_file
 
         state = load_file(str(path))
@@ -403,8 +404,6 @@ def _last_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 def _readable_state(path: Path) -> bool:
-    import json
-
     try:
         return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
     except (OSError, UnicodeDecodeError, ValueError):

@@ -158,12 +158,13 @@ def quantize_graph(
         quantize_embedding_int4(dst, embedding, block=settings.embedding_block)
     if not exclude or not int8_weights:
         return []
-    chosen = exclude if int8_weights is True else [n for n in exclude if n in set(int8_weights)]
+    wanted = set(exclude)
+    picked = wanted if int8_weights is True else wanted & set(int8_weights)
     model = onnx.load(str(dst))
-    stored = store_int8_weights_(model, _exclusions(chosen))
+    stored = store_int8_weights_(model, _exclusions(sorted(picked)))
     if stored:
         onnx.save(model, str(dst))
-    wanted = set(exclude)  # report Gemm `X` (rewritten by the quantizer to `X_MatMul` + Add) under its own name
+    # report Gemm `X` (rewritten by the quantizer to `X_MatMul` + Add) under its own name
     return [
         n.removesuffix("_MatMul") if n not in wanted and n.removesuffix("_MatMul") in wanted else n for n in stored
     ]
@@ -435,11 +436,14 @@ def quantize_with_gate(
             # one node's rounded weights can cost the agreement the others' do not: give int8 weights node by
             # node, largest weights first (the most bytes saved), keeping each while the gate still holds
             kept: list[str] = []
+            held = None  # the last trial, while it passed: `dst` then holds exactly the kept set
             for node in sorted(stored, key=lambda n: weight_bytes.get(n, 0), reverse=True):
-                if measure(settings, result.excluded_nodes, int8_weights=[*kept, node])[0] >= gate:
+                trial = measure(settings, result.excluded_nodes, int8_weights=[*kept, node])
+                held = trial if trial[0] >= gate else None
+                if held is not None:
                     kept.append(node)
-            if kept:  # the kept set once more, so that `dst` holds it
-                score, out, stored = measure(settings, result.excluded_nodes, int8_weights=kept)
+            if kept:  # else `dst` holds a failed trial: the kept set once more
+                score, out, stored = held or measure(settings, result.excluded_nodes, int8_weights=kept)
         if score >= gate and faster_with_int8_weights(result, stored):
             logger.info("%s: %d fp32 node(s) keep int8 weights; agreement %.4f", name, len(stored), score)
             result.int8_weight_nodes, result.agreement, result.logits = stored, score, out
