@@ -194,7 +194,7 @@ class PruneConfig:
     def __post_init__(self) -> None:
         for name in ("heads", "ffn"):
             value = getattr(self, name)
-            if not 0 <= value <= 1:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
                 raise ConfigError(f"`{name}` must be a fraction in [0, 1]; got {value!r}")
         if self.ffn == 1:
             raise ConfigError("`ffn` 1.0 would remove every FFN neuron of every layer; drop layers with a plan")
@@ -207,8 +207,7 @@ class PruneConfig:
                 "`heads_by: update` needs `heads` (the share of heads to remove) and `update_base` (the checkpoint "
                 "fine-tuning started from)"
             )
-        if not 0 <= self.unstructured < 1:
-            raise ConfigError(f"`unstructured` must be a share in [0, 1); got {self.unstructured!r}")
+        check_share("unstructured", self.unstructured)
         if self.unstructured_by not in UNSTRUCTURED_BY:
             raise ConfigError(
                 f"`unstructured_by` must be one of {', '.join(UNSTRUCTURED_BY)}; got {self.unstructured_by!r}"

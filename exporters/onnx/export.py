@@ -29,6 +29,7 @@ from exporters.manifest import MODEL_NAME, write_manifest
 from exporters.onnx import optimize, sessions, shapes, sparse, validate
 from exporters.onnx.config import ExportConfig, ExportReport
 from exporters.onnx.cpu import TARGETS, host_cpu, resolve_reduce_range
+from exporters.onnx.int4 import decoded_bytes
 from exporters.onnx.quantize import GateResult, QuantSettings, quantize_with_gate
 from exporters.onnx.specs import EXPORT_SPECS, ExportSpec
 
@@ -135,7 +136,13 @@ def export_onnx(
     settings = None
     if config.quantize != "none":
         reduce_range, why = resolve_reduce_range(config.reduce_range, config.optimize_for)
-        settings = QuantSettings(config.quantize, bool(config.per_channel), reduce_range, config.embedding_bits)
+        settings = QuantSettings(
+            config.quantize,
+            bool(config.per_channel),
+            reduce_range,
+            config.embedding_bits,
+            embedding_decode=config.embedding_decode,
+        )
         per_channel = "auto" if config.per_channel is None else config.per_channel
         logger.info("int8 %s: per_channel=%s, reduce_range=%s (%s)", config.quantize, per_channel, reduce_range, why)
 
@@ -275,7 +282,7 @@ def export_onnx(
             "stages": [*(stages or []), {"stage": "export", "config": _config_record(config)}],
             "structure": structure,
             "params": {"total": count_parameters(model), "encoder": count_parameters(model, encoder_only=True)},
-            "quantization": _quantization_record(settings, config, gate),
+            "quantization": _quantization_record(settings, config, gate, final),
             "fusion": {
                 **fusion,
                 "measured_at": {
@@ -448,11 +455,13 @@ def _config_record(config: ExportConfig) -> dict[str, Any]:
 
 
 def _quantization_record(
-    settings: QuantSettings | None, config: ExportConfig, gate: GateResult | None
+    settings: QuantSettings | None, config: ExportConfig, gate: GateResult | None, final: onnx.ModelProto
 ) -> dict[str, Any]:
     if settings is None:
         return {"mode": "none"}
     record = (gate.settings if gate is not None and gate.settings is not None else settings).describe()
+    if record.get("embedding_decode") == "load":  # the RAM the runtime spends on the table it decodes at load
+        record["embedding_decoded_bytes"] = decoded_bytes(final)
     record["per_channel_choice"] = "auto" if config.per_channel is None else "given"
     record["optimize_for"] = config.optimize_for
     record["gate"] = gate.describe() if gate is not None else None

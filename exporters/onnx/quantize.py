@@ -61,6 +61,11 @@ class QuantSettings:
     reduce_range: bool
     embedding_bits: int = 8  # 4: the word embeddings as block-wise int4 (exporters.onnx.int4)
     embedding_block: int | None = None  # int4 weights per scale; None: the first of EMBEDDING_BLOCKS that fits
+    embedding_decode: str = "lookup"  # int4 table decoded per looked-up row, or when the runtime loads the graph
+
+    def _int4(self) -> dict[str, Any]:
+        block = self.embedding_block or EMBEDDING_BLOCKS[0]
+        return {"embedding_block": block, "embedding_decode": self.embedding_decode}
 
     def describe(self) -> dict[str, Any]:
         static = self.mode == "static"
@@ -73,7 +78,7 @@ class QuantSettings:
             "per_channel": self.per_channel,
             "reduce_range": self.reduce_range,
             "embedding_bits": self.embedding_bits,
-            **({"embedding_block": self.embedding_block or EMBEDDING_BLOCKS[0]} if self.embedding_bits == 4 else {}),
+            **(self._int4() if self.embedding_bits == 4 else {}),
         }
 
 
@@ -155,7 +160,7 @@ def quantize_graph(
         embedding = None  # the gate asked for this lookup in fp32
     _quantize(src, dst, settings, exclude=[*exclude, *([embedding] if embedding else [])], calibration=calibration)
     if embedding is not None:
-        quantize_embedding_int4(dst, embedding, block=settings.embedding_block)
+        quantize_embedding_int4(dst, embedding, block=settings.embedding_block, decode=settings.embedding_decode)
     if not exclude or not int8_weights:
         return []
     wanted = set(exclude)
@@ -213,15 +218,16 @@ def _with_embedding_block(settings: QuantSettings, src: Path) -> QuantSettings:
     return dataclasses.replace(settings, embedding_block=default_embedding_block(model, node))
 
 
-def quantize_embedding_int4(path: Path, node: str, *, block: int | None = None) -> None:
+def quantize_embedding_int4(path: Path, node: str, *, block: int | None = None, decode: str = "lookup") -> None:
     """Store the word-embedding table of `path` as asymmetric int4 with one fp16 scale and offset per block of a
     row, looked up with standard ops (`exporters.onnx.int4`), in place: 5 bits per weight at blocks of 32 instead of 8.
 
     The embedding is the largest tensor of a pruned model and its rows are looked up, not multiplied, so int4
-    costs little speed; the accuracy gate measures the graph with it like every other rounding.
+    costs little speed; the accuracy gate measures the graph with it like every other rounding. `decode`: when
+    the table is decoded (`exporters.onnx.int4`: once at load, or per looked-up row).
     """
     model = onnx.load(str(path))
-    int4_lookup_(model, node, block or default_embedding_block(model, node))
+    int4_lookup_(model, node, block or default_embedding_block(model, node), decode=decode)
     onnx.save(model, str(path))
 
 

@@ -365,6 +365,19 @@ def test_embedding_bits_other_than_8_or_4(cli, tmp_path: Path, ckpt: Path) -> No
     )
 
 
+def test_an_unknown_int4_decode(cli, tmp_path: Path, ckpt: Path) -> None:
+    out = tmp_path / "out"
+    result = cli("export", ckpt, "--embedding-bits", "4", "--embedding-decode", "never", "--out", out, "-q")
+    expect_refusal(
+        result,
+        case="int4 table decoded neither at load nor per lookup (export --embedding-decode never)",
+        code=2,
+        problem="`embedding_decode` must be one of lookup, load",
+        fix="got 'never'",
+        out=out,
+    )
+
+
 def test_latency_reference_that_is_not_a_row(cli, artifact: Path) -> None:
     result = cli("compare", artifact, "--latency-reference", "dense", "--runs", "1", "--warmup", "0")
     expect_refusal(

@@ -33,6 +33,9 @@ from tests.models import encode, tiny_model, tiny_tokenizer, write_tiny_data
         ({"heads_by": "update", "update_base": "minilm"}, "needs `heads`"),
         ({"update_base": "minilm", "heads": 0.25}, "only used with `heads_by: update` or `unstructured_by: update`"),
         ({"unstructured": 1.0}, "`unstructured` must be a share in"),
+        ({"unstructured": "0.5"}, "`unstructured` must be a share in \\[0, 1\\); got '0.5'"),  # not a TypeError
+        ({"heads": "0.5"}, "`heads` must be a fraction in \\[0, 1\\]; got '0.5'"),
+        ({"ffn": True}, "`ffn` must be a fraction in \\[0, 1\\]; got True"),
         ({"unstructured": 0.5, "unstructured_by": "gradient"}, "`unstructured_by` must be one of magnitude, update"),
         ({"unstructured": 0.5, "unstructured_roles": ["query", "qkv"]}, "`unstructured_roles` must be"),
         ({"unstructured": 0.5, "unstructured_by": "update"}, "`unstructured_by: update` needs `update_base`"),

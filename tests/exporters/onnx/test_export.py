@@ -271,7 +271,10 @@ def test_gate_accuracy_is_what_the_runtime_measures_one_sentence_at_a_time(token
     assert evaluate(Runtime(out_dir, threads=1), data) == pytest.approx(report.accuracy["final"])
 
 
-def test_sparse_vocabulary_with_int4_embeddings_loads_in_optimum_and_our_runtime(tokenizer, out_dir) -> None:
+@pytest.mark.parametrize(("decode", "lookup_node"), [("lookup", "gather_bytes"), ("load", "lookup")])
+def test_sparse_vocabulary_with_int4_embeddings_loads_in_optimum_and_our_runtime(
+    tokenizer, out_dir, decode, lookup_node
+) -> None:
     from optimum.onnxruntime import ORTModelForSequenceClassification
 
     from exporters.runtime import Runtime
@@ -279,11 +282,11 @@ def test_sparse_vocabulary_with_int4_embeddings_loads_in_optimum_and_our_runtime
     model = tiny_model(3, vocab_size=512)  # a table wide enough that int4 pays (the tiny vocabulary + unused ids)
     keep = tokenizer.convert_tokens_to_ids(["[PAD]", "[CLS]", "[SEP]", "a", "great", "movie", "i", "hated", "film"])
     prune_vocab_(model, keep, tokenizer.unk_token_id, fallback="sparse", codes=4)
-    config = fast_config(fuse="off", embedding_bits=4, gate=0.5)
+    config = fast_config(fuse="off", embedding_bits=4, gate=0.5, embedding_decode=decode)
     report = export_onnx(model, config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=TEXTS * 8)
     graph = onnx.load(str(out_dir / "model.onnx")).graph
     assert {"GatherElements", "MatMulInteger", "ScatterND"} <= {n.op_type for n in graph.node}
-    assert any(n.name.endswith("_int4/gather_bytes") for n in graph.node)  # the int4 lookup of the kept rows
+    assert any(n.name.endswith(f"_int4/{lookup_node}") for n in graph.node)  # the int4 lookup of the kept rows
     assert report.manifest["opset"] == 17  # standard ops only: no opset 21 for the int4 type
     ours = Runtime(out_dir, threads=1).logits(TEXTS)
     theirs = ORTModelForSequenceClassification.from_pretrained(report.out_dir)(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -52,15 +53,19 @@ def _lookup_graph(table: np.ndarray, rank: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+SHAPES = [(5,), (2, 3), (1, 1), (3, 0)]
+
+
 @pytest.mark.parametrize("known_rank", [True, False], ids=["known-rank", "unknown-rank"])
-@pytest.mark.parametrize("shape", [(5,), (2, 3), (1, 1), (3, 0)])
+@pytest.mark.parametrize("shape", SHAPES)
 def test_the_int4_lookup_gives_the_stored_rows_for_ids_of_any_shape(shape, known_rank, monkeypatch) -> None:
-    """With the ids' rank known the reshapes are constant (no Shape node); without it they are computed."""
+    """The `lookup` form (rows decoded per run). With the ids' rank known the reshapes are constant (no Shape
+    node); without it they are computed."""
     table = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
     model = _lookup_graph(table, len(shape))
     if not known_rank:
         monkeypatch.setattr("exporters.onnx.int4._rank", lambda model, tensor: None)
-    int4_lookup_(model, "lookup", 32)
+    int4_lookup_(model, "lookup", 32, decode="lookup")
     onnx.checker.check_model(model)
     ops = [n.op_type for n in model.graph.node]
     assert ("Shape" in ops) is not known_rank and ops.count("Reshape") == (2 if known_rank else 4)
@@ -74,7 +79,39 @@ def test_the_int4_lookup_gives_the_stored_rows_for_ids_of_any_shape(shape, known
     assert ids.size == 0 or np.abs(rows - table[ids]).max() <= 0.6 * (table.max() - table.min()) / LEVELS
 
 
-def test_the_int4_lookup_refuses_a_node_it_cannot_store() -> None:
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_table_decoded_at_load_gives_the_same_rows_and_is_folded_by_onnx_runtime(shape, tmp_path) -> None:
+    """The `load` form: bit for bit the rows of the `lookup` form, and every node but the last Gather reads
+    constants, so ONNX Runtime folds the decoding when it loads the graph (its optimized graph, at the basic level
+    that constant folding belongs to, is that one Gather of a float table) while the file keeps the packed table."""
+    table = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
+    ids = np.random.default_rng(1).integers(0, 20, shape)
+    rows = {}
+    for decode in ("load", "lookup"):
+        model = _lookup_graph(table, len(shape))
+        int4_lookup_(model, "lookup", 32, decode=decode)
+        onnx.checker.check_model(model)
+        (rows[decode],) = make_session(model.SerializeToString(), threads=1).run(None, {"ids": ids})
+    assert rows["load"].shape == (*shape, 64)
+    np.testing.assert_array_equal(rows["load"], rows["lookup"])
+    model = _lookup_graph(table, len(shape))
+    int4_lookup_(model, "lookup", 32, decode="load")
+    initializers = {i.name: i for i in model.graph.initializer}
+    assert "table" not in initializers and initializers["lookup_int4/packed"].data_type == TensorProto.UINT8
+    assert [n.op_type for n in model.graph.node if "ids" in n.input] == ["Gather"]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    assert [n.op_type for n in optimized.graph.node] == ["Gather"]
+    folded = next(i for i in optimized.graph.initializer if i.name == optimized.graph.node[0].input[0])
+    assert folded.data_type == TensorProto.FLOAT and list(folded.dims) == [20, 64]
+
+
+def test_the_int4_lookup_refuses_a_node_it_cannot_store_and_an_unknown_decode() -> None:
     model = _lookup_graph(np.zeros((4, 8), dtype=np.float32), 1)
     with pytest.raises(ExportError, match="no Gather `other`"):
         int4_lookup_(model, "other", 4)
+    with pytest.raises(ExportError, match="unknown int4 decode `later`; use one of lookup, load"):
+        int4_lookup_(model, "lookup", 4, decode="later")

@@ -288,16 +288,24 @@ def test_int4_embeddings_stay_fp32_when_the_gate_excludes_the_lookup(tokenizer, 
     assert _initializer_types(kept)[gather.input[0]] == onnx.TensorProto.FLOAT
 
 
-def test_an_export_with_int4_embeddings_records_them_and_passes_the_gate(tokenizer, sentences, out_dir) -> None:
-    config = fast_config(fuse="off", embedding_bits=4, gate=0.9)
+@pytest.mark.parametrize(("decode", "lookup_node"), [("load", "lookup"), ("lookup", "gather_bytes")])
+def test_an_export_with_int4_embeddings_records_them_and_passes_the_gate(
+    tokenizer, sentences, out_dir, decode, lookup_node
+) -> None:
+    """Both forms of the int4 lookup (decoded at load or per row) go through the gate and are recorded."""
+    config = fast_config(fuse="off", embedding_bits=4, gate=0.9, embedding_decode=decode)
     report = export_onnx(
         tiny_model(vocab_size=512), config, tokenizer=tokenizer, out_dir=out_dir, calibration_texts=sentences
     )
     quantization = report.manifest["quantization"]
     assert quantization["embedding_bits"] == 4 and quantization["gate"]["passed"]
+    assert quantization["embedding_decode"] == decode
+    packed = next(i for i in onnx.load(str(out_dir / "model.onnx")).graph.initializer if i.name.endswith("/packed"))
+    rows, width = packed.dims[0], packed.dims[1] * 2  # two int4 values per byte
+    assert quantization.get("embedding_decoded_bytes") == (rows * width * 4 if decode == "load" else None)
     assert report.manifest["opset"] == 17  # the int4 lookup is made of standard ops
     names = [n.name for n in onnx.load(str(out_dir / "model.onnx")).graph.node]
-    assert names.count(f"{WORD_EMBEDDINGS}_int4/gather_bytes") == 1
+    assert names.count(f"{WORD_EMBEDDINGS}_int4/{lookup_node}") == 1
 
 
 @pytest.mark.parametrize(
@@ -305,6 +313,7 @@ def test_an_export_with_int4_embeddings_records_them_and_passes_the_gate(tokeniz
     [
         ({"embedding_bits": 2}, "`embedding_bits` must be 8 or 4; got 2"),
         ({"embedding_bits": 4, "quantize": "none"}, "needs an int8 export"),
+        ({"embedding_decode": "never"}, "`embedding_decode` must be one of lookup, load; got 'never'"),
     ],
 )
 def test_embedding_bits_are_checked(overrides: dict, message: str) -> None:
@@ -318,9 +327,9 @@ def test_the_gate_tries_finer_int4_blocks_before_keeping_nodes_in_fp32(tokenizer
     blocks: list[int | None] = []
     real = quantize_module.quantize_embedding_int4
 
-    def spy(path: Path, node: str, *, block: int | None = None) -> None:
+    def spy(path: Path, node: str, *, block: int | None = None, decode: str = "load") -> None:
         blocks.append(block)
-        real(path, node, block=block)
+        real(path, node, block=block, decode=decode)
 
     monkeypatch.setattr(quantize_module, "quantize_embedding_int4", spy)
     # int4 rows in blocks of 32 miss the gate, in blocks of 16 they pass
