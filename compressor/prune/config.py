@@ -78,6 +78,15 @@ class PruneConfig:
         },
     )
     distill_weight: float = field(default=1.0, metadata={"help": "λ in CE + λ·KL(student ‖ teacher)."})
+    label_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "μ in μ·CE(labels) + λ·KL + the layer-wise terms: the weight of the task loss on the data's own "
+            "labels; 0 distils from the unpruned model alone (its logits and layers, as TinyBERT's task "
+            "distillation), so the student fits the model's function rather than the labels.",
+            HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
+        },
+    )
     temperature: float = field(default=2.0, metadata={"help": "Distillation temperature T."})
     hidden_weight: float = field(
         default=0.0,
@@ -254,6 +263,15 @@ class PruneConfig:
             )
         if self.temperature <= 0 or self.distill_weight < 0:
             raise ConfigError("`temperature` must be positive and `distill_weight` non-negative")
+        weight = self.label_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0:
+            raise ConfigError(f"`label_weight` must be zero or positive; got {weight!r}")
+        teacher_terms = self.distill_weight + self.hidden_weight + self.attention_weight + self.relation_weight
+        if "distill" in self.recover and weight == 0 and not teacher_terms > 0:
+            raise ConfigError(
+                "`label_weight` 0 with every distillation weight 0 leaves the distillation nothing to learn from; "
+                "keep `distill_weight` (or a layer-wise weight) above 0"
+            )
         schedule = self.layerwise_schedule
         if schedule not in LAYERWISE_SCHEDULES:
             raise ConfigError(

@@ -57,8 +57,8 @@ def distill_(
     quiet: bool = False,
     steps: int | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune the pruned `model` in place with CE + λ·KL to the unpruned `teacher` (for a regression head:
-    MSE to the labels + λ·MSE to the teacher's scores).
+    """Fine-tune the pruned `model` in place with μ·CE + λ·KL to the unpruned `teacher` (for a regression head:
+    μ·MSE to the labels + λ·MSE to the teacher's scores), μ = `config.label_weight`.
 
     `config.recover_method` chooses what trains: `full` every weight; any other registered method is injected,
     trained and merged back, so the model keeps stock modules and its pruned shapes.
@@ -133,6 +133,7 @@ def distill_(
             resume=resume,
             quiet=quiet,
             on_step=schedule.step,
+            task_weight=config.label_weight,
         )
     merged = merge(wrapped)
     if merged is not model:

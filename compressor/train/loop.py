@@ -170,11 +170,13 @@ def train(
     find_unused_parameters: bool = False,
     quiet: bool = False,
     on_step: Callable[[int, int], None] | None = None,
+    task_weight: float = 1.0,
 ) -> TrainResult:
     """Train the parameters of `model` that require grad; checkpoints go to `work_dir/checkpoints`.
 
     Args:
         extra_loss: added to the model's task loss (a method's regulariser, or distillation).
+        task_weight: multiplies the model's task loss on the labels (0: `extra_loss` alone trains).
         on_step: called before each optimizer step with (steps done, steps in all), resumed runs included.
         resume: continue from the newest checkpoint in `work_dir` if there is one.
     """
@@ -219,6 +221,7 @@ def train(
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=_compute_metrics,
         extra_loss=extra_loss,
+        task_weight=task_weight,
     )
     progress = _report_progress(trainer, quiet)
     if on_step is not None:
@@ -263,15 +266,20 @@ def _make_trainer_class() -> type:
     from transformers import Trainer
 
     class LossTrainer(Trainer):
-        """Trainer whose loss is the model's task loss plus an optional extra term."""
+        """Trainer whose loss is the model's task loss (times `task_weight`) plus an optional extra term."""
 
-        def __init__(self, *args: Any, extra_loss: ExtraLoss | None = None, **kwargs: Any) -> None:
+        def __init__(
+            self, *args: Any, extra_loss: ExtraLoss | None = None, task_weight: float = 1.0, **kwargs: Any
+        ) -> None:
             super().__init__(*args, **kwargs)
             self.extra_loss = extra_loss
+            self.task_weight = task_weight
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
             outputs = model(**inputs)
             loss = outputs.loss
+            if self.task_weight != 1.0 and model.training:  # evaluation reports the plain task loss
+                loss = loss * self.task_weight
             if self.extra_loss is not None and model.training:
                 loss = loss + self.extra_loss(model, inputs, outputs)
             return (loss, outputs) if return_outputs else loss

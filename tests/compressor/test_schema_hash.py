@@ -20,6 +20,7 @@ def test_settings_added_later_stay_out_of_the_hash_until_used() -> None:
         "dropout",
         "relation_weight",
         "ema",
+        "label_weight",
     )
     for name in later:
         recorded["fields"].pop(name)
@@ -31,6 +32,7 @@ def test_settings_added_later_stay_out_of_the_hash_until_used() -> None:
     assert hash_record(PruneConfig(heads=0.25, dropout=0))["fields"]["dropout"] == 0
     assert hash_record(PruneConfig(heads=0.25, relation_weight=1.0))["fields"]["relation_weight"] == 1.0
     assert hash_record(PruneConfig(heads=0.25, ema=0.25))["fields"]["ema"] == 0.25
+    assert hash_record(PruneConfig(heads=0.25, label_weight=0))["fields"]["label_weight"] == 0
 
 
 def test_the_weight_average_stays_out_of_the_training_hash_until_used() -> None:
@@ -45,3 +47,6 @@ def test_int4_embeddings_stay_out_of_the_export_hash_until_used() -> None:
 
     assert "embedding_bits" not in hash_record(ExportConfig())["fields"]
     assert hash_record(ExportConfig(embedding_bits=4))["fields"]["embedding_bits"] == 4
+    assert "embedding_decode" not in hash_record(ExportConfig(embedding_bits=4))["fields"]
+    decoded = ExportConfig(embedding_bits=4, embedding_decode="load")
+    assert hash_record(decoded)["fields"]["embedding_decode"] == "load"

@@ -376,3 +376,48 @@ def test_distillation_can_end_with_the_weight_average(tiny_task: tuple, tmp_path
     assert names and any("lora" in n for n in names) == (method == "lora")
     assert not (tmp_path / "0.0" / "checkpoints" / "checkpoint-8" / EMA_FILE).exists()
     assert any(not torch.allclose(ends[0.0][n], ends[0.5][n]) for n in ends[0.0])
+
+
+def _flipped(data):  # noqa: ANN001, ANN202
+    import dataclasses
+
+    return dataclasses.replace(data, labels=[1 - label for label in data.labels])
+
+
+def _distilled(teacher, tok, data, tmp_path: Path, label_weight: float) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    model = copy.deepcopy(teacher)
+    prune_by_fraction_(model, heads=0.5, ffn=0.5)
+    settings = {"recover": "distill", "recover_steps": 6, "lr": 2e-3, "batch_size": 16, "seed": 0}
+    cfg = PruneConfig(heads=0.5, ffn=0.5, label_weight=label_weight, **settings)
+    distill_(model, copy.deepcopy(teacher), tok, cfg, data=data, work_dir=tmp_path, quiet=True)
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_with_label_weight_zero_the_labels_do_not_move_the_student(tiny_task: tuple, tmp_path: Path) -> None:
+    """label_weight 0: the student learns from the teacher alone, so every label flipped gives the same weights;
+    with the default weight 1 the flipped labels pull it elsewhere (what makes the first check able to fail)."""
+    tok, train, _, teacher = tiny_task
+    runs = {}
+    for weight in (0.0, 1.0):
+        for flip in (False, True):
+            data = _flipped(train) if flip else train
+            runs[(weight, flip)] = _distilled(teacher, tok, data, tmp_path / f"{weight}{flip}", weight)
+    for name, value in runs[(0.0, False)].items():
+        torch.testing.assert_close(runs[(0.0, True)][name], value, rtol=0, atol=1e-6)
+    moved = max(float((runs[(1.0, True)][n] - v).abs().max()) for n, v in runs[(1.0, False)].items())
+    assert moved > 1e-4
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"label_weight": -1.0}, "`label_weight` must be zero or positive; got -1.0"),
+        ({"label_weight": "0"}, "`label_weight` must be zero or positive; got '0'"),
+        ({"label_weight": 0, "distill_weight": 0.0}, "leaves the distillation nothing to learn from"),
+    ],
+)
+def test_a_label_weight_that_cannot_train_is_refused(values: dict, message: str) -> None:
+    from compressor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        PruneConfig(heads=0.5, recover="distill", recover_steps=4, **values)
