@@ -84,8 +84,9 @@ class ExportConfig:
         metadata={
             "help": "With --embedding-bits 4, when the int4 table is decoded: lookup (the looked-up rows, at every "
             "run) or load (the whole table once, by ONNX Runtime's constant folding as it loads the model: a run "
-            "pays one plain lookup, ~5 % of the 3-layer SST-2 model's time, but the process holds the fp32 table "
-            "and its folding copies, ~120 MB more RAM for a 11,575 x 384 table; the file is the same size).",
+            "pays one plain lookup, 3-7 % of the 3-layer SST-2 models' time, but the process holds the fp32 table "
+            "and its folding copies: ~200 MB more RAM at the peak for a 11,575 x 384 table, more than the dense "
+            "fp32 model; the file is the same size).",
             HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
         },
     )
