@@ -263,24 +263,23 @@ class PruneConfig:
             )
         if self.temperature <= 0 or self.distill_weight < 0:
             raise ConfigError("`temperature` must be positive and `distill_weight` non-negative")
-        weight = self.label_weight
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0:
-            raise ConfigError(f"`label_weight` must be zero or positive; got {weight!r}")
-        teacher_terms = self.distill_weight + self.hidden_weight + self.attention_weight + self.relation_weight
-        if "distill" in self.recover and weight == 0 and not teacher_terms > 0:
-            raise ConfigError(
-                "`label_weight` 0 with every distillation weight 0 leaves the distillation nothing to learn from; "
-                "keep `distill_weight` (or a layer-wise weight) above 0"
-            )
         schedule = self.layerwise_schedule
         if schedule not in LAYERWISE_SCHEDULES:
             raise ConfigError(
                 f"`layerwise_schedule` must be one of {', '.join(LAYERWISE_SCHEDULES)}; got {schedule!r}"
             )
         check_share("ema", self.ema, "of the steps in [0, 1) (0: off)")
-        for name in ("hidden_weight", "attention_weight", "relation_weight"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"`{name}` must be zero or positive; got {getattr(self, name)!r}")
+        for name in ("hidden_weight", "attention_weight", "relation_weight", "label_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ConfigError(f"`{name}` must be zero or positive; got {value!r}")
+        weight = self.label_weight
+        teacher_terms = self.distill_weight + self.hidden_weight + self.attention_weight + self.relation_weight
+        if "distill" in self.recover and weight == 0 and not teacher_terms > 0:
+            raise ConfigError(
+                "`label_weight` 0 with every distillation weight 0 leaves the distillation nothing to learn from; "
+                "keep `distill_weight` (or a layer-wise weight) above 0"
+            )
         if self.lr is not None and not 0 < self.lr < 1:
             raise ConfigError(f"`lr` must be in (0, 1); got {self.lr!r}")
         for name in ("batch_size", "samples", "iterations"):

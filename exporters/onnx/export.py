@@ -460,7 +460,7 @@ def _quantization_record(
     if settings is None:
         return {"mode": "none"}
     record = (gate.settings if gate is not None and gate.settings is not None else settings).describe()
-    if record.get("embedding_decode") == "load":  # the RAM the runtime spends on the table it decodes at load
+    if record.get("embedding_decode") == "load":  # the fp32 table decoded at load (ORT holds more: see int4.py)
         record["embedding_decoded_bytes"] = decoded_bytes(final)
     record["per_channel_choice"] = "auto" if config.per_channel is None else "given"
     record["optimize_for"] = config.optimize_for

@@ -414,6 +414,7 @@ def test_with_label_weight_zero_the_labels_do_not_move_the_student(tiny_task: tu
         ({"label_weight": -1.0}, "`label_weight` must be zero or positive; got -1.0"),
         ({"label_weight": "0"}, "`label_weight` must be zero or positive; got '0'"),
         ({"label_weight": 0, "distill_weight": 0.0}, "leaves the distillation nothing to learn from"),
+        ({"hidden_weight": "1"}, "`hidden_weight` must be zero or positive; got '1'"),  # not a TypeError
     ],
 )
 def test_a_label_weight_that_cannot_train_is_refused(values: dict, message: str) -> None:
