@@ -10,8 +10,6 @@ labels past the teacher's own fit: what `prune --label-weight` (less weight on t
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import random
 import sys
 from pathlib import Path
 
@@ -19,19 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from compressor.checkpoint import load_model  # noqa: E402
-from compressor.data import LabelledData, load_data  # noqa: E402
+from compressor.data import load_data  # noqa: E402
 from compressor.train.loop import evaluate  # noqa: E402
-
-
-def sample(data: LabelledData, rows: int, seed: int) -> LabelledData:
-    """`rows` rows of `data` drawn without replacement (all of them when it has fewer)."""
-    if rows >= len(data.texts):
-        return data
-    picked = sorted(random.Random(seed).sample(range(len(data.texts)), rows))
-    pairs = None if data.text_pairs is None else [data.text_pairs[i] for i in picked]
-    return dataclasses.replace(
-        data, texts=[data.texts[i] for i in picked], labels=[data.labels[i] for i in picked], text_pairs=pairs
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=2000, help="Training rows sampled (default 2000).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    train = sample(load_data(args.train), args.rows, args.seed)
+    train = load_data(args.train).sample(args.rows, seed=args.seed)
     valid = load_data(args.eval)
     rows, held = len(train.texts), len(valid.texts)
     print(f"| checkpoint | accuracy on {rows} training rows | accuracy on {held} validation rows |")

@@ -3,7 +3,7 @@
     python bench/memory.py runs/bench/sst2/3-layers-sparse-s42 runs/bench/sst2/3-layers-load-s42 \
         runs/bench/sst2/optimum-fp32 --repeats 3
 
-For each artifact (a directory with model.onnx, or a run directory: its last stage's artifact) and repeat, a new
+For each artifact (an artifact directory, or a run directory: its last artifact) and repeat, a new
 Python process records its resident set (RSS) and peak RSS (ru_maxrss), creates a session with the runtime's
 settings (all graph optimizations, 1 thread), runs 20 batches of one 128-token input, and records them again. The
 peak is what creating the session costs at most (constant folding included); "after" is what stays. Both depend
@@ -20,6 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from compressor.errors import CompressorError  # noqa: E402
+from compressor.stages.compare import resolve  # noqa: E402
+from exporters.manifest import MODEL_NAME  # noqa: E402
 
 PROBE = r"""
 import json, resource, sys
@@ -40,13 +44,11 @@ print(json.dumps({
 
 
 def model_file(path: Path) -> Path:
-    """model.onnx of an artifact directory, or of the last stage of a run directory that has one."""
-    if (path / "model.onnx").is_file():
-        return path / "model.onnx"
-    found = sorted(path.glob("*/artifact/model.onnx"))
-    if not found:
-        raise SystemExit(f"error: no model.onnx in `{path}` or its stages' artifacts; pass an artifact directory")
-    return found[-1]
+    """model.onnx of an artifact directory, or of a run directory's last artifact (as `compressor compare` picks)."""
+    try:
+        return resolve(path).artifact / MODEL_NAME
+    except CompressorError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def measure(model: Path) -> dict[str, float]:
@@ -67,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("artifacts", nargs="+", type=Path)
     parser.add_argument("--repeats", type=int, default=3, help="Fresh processes per artifact (default 3).")
     args = parser.parse_args(argv)
+    models = {path: model_file(path) for path in args.artifacts}  # every path checked before anything is printed
     print("| artifact | file MB | peak RSS growth, MB | RSS growth after 20 runs, MB |")
     print("|---|---|---|---|")
-    for path in args.artifacts:
-        model = model_file(path)
+    for path, model in models.items():
         runs = [measure(model) for _ in range(args.repeats)]
         peaks = sorted(round(r["peak_mb"]) for r in runs)
         after = sorted(round(r["after_mb"]) for r in runs)
