@@ -87,15 +87,13 @@ def test_the_table_decoded_at_load_gives_the_same_rows_and_is_folded_by_onnx_run
     table = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
     ids = np.random.default_rng(1).integers(0, 20, shape)
     rows = {}
-    for decode in ("load", "lookup"):
+    for decode in ("lookup", "load"):  # `model` is the load form after the loop
         model = _lookup_graph(table, len(shape))
         int4_lookup_(model, "lookup", 32, decode=decode)
         onnx.checker.check_model(model)
         (rows[decode],) = make_session(model.SerializeToString(), threads=1).run(None, {"ids": ids})
     assert rows["load"].shape == (*shape, 64)
     np.testing.assert_array_equal(rows["load"], rows["lookup"])
-    model = _lookup_graph(table, len(shape))
-    int4_lookup_(model, "lookup", 32, decode="load")
     initializers = {i.name: i for i in model.graph.initializer}
     assert "table" not in initializers and initializers["lookup_int4/packed"].data_type == TensorProto.UINT8
     assert [n.op_type for n in model.graph.node if "ids" in n.input] == ["Gather"]
