@@ -15,7 +15,7 @@ import os
 import platform
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -426,7 +426,7 @@ def evaluate_scores(runtime: Runtime, data: LabelledData, *, batch_size: int = 1
     return regression_metrics(scores, data.labels)
 
 
-def label_mapping(data_id2label: dict[int, str], model_id2label: dict[int, str], where: str) -> dict[int, int]:
+def label_mapping(data_id2label: Mapping[int, str], model_id2label: Mapping[int, str], where: str) -> dict[int, int]:
     """Map the data's label ids to the model's: by name when the model knows every name, else by integer id."""
     by_name = {name: i for i, name in model_id2label.items()}
     if all(name in by_name for name in data_id2label.values()):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +95,7 @@ class ArtifactConfig:
     """What the runtime takes from config.json, tokenizer.json and tokenizer_config.json, checked."""
 
     config: dict[str, Any]
-    id2label: dict[int, str]
+    id2label: Mapping[int, str]
     max_positions: int
     max_length: int
     pad_id: int
@@ -411,12 +411,37 @@ def _optional_manifest(artifact_dir: Path) -> dict[str, Any] | None:
     return read_manifest(artifact_dir) if is_file(artifact_dir / MANIFEST_NAME) else None
 
 
-def _labels(config: dict[str, Any], path: Path) -> dict[int, str]:
+class DefaultLabels(Mapping[int, str]):
+    """LABEL_0 … LABEL_{n-1}, the names of a config.json that has `num_labels` and no id2label, made when asked for.
+
+    `n` comes from a file the user may have edited and is checked against the graph's output width only after
+    this is built: a dict of `n` names made here took all the memory for `num_labels` 2**31 (found by the property
+    tests); this holds one integer whatever `n` is."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, key: int) -> str:
+        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < self._count:
+            raise KeyError(key)
+        return f"LABEL_{key}"
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self._count))
+
+    def __repr__(self) -> str:
+        return f"DefaultLabels({self._count})"
+
+
+def _labels(config: dict[str, Any], path: Path) -> Mapping[int, str]:
     """config.json's id2label (the ids 0..N-1 mapped to strings), or LABEL_i for `num_labels` (default 2)."""
     num_labels = _config_int(config, "num_labels", path, None, minimum=1)
     raw = config.get("id2label")
     if raw is None:
-        return {i: f"LABEL_{i}" for i in range(num_labels or 2)}
+        return DefaultLabels(num_labels or 2)
     if not isinstance(raw, dict) or not raw:
         raise ArtifactError(
             f"`{path}` has id2label {short_repr(raw)}, not an object of label ids to names; re-export the artifact"

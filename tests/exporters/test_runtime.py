@@ -291,6 +291,8 @@ def test_swapped_labels_are_refused(artifact: Path, tmp_path: Path) -> None:
         ({"id2label": {}}, "not an object of label ids to names"),
         ({"num_labels": 3}, "num_labels 3 but 2 labels in id2label"),
         ({"num_labels": "2"}, "num_labels '2', not an integer"),
+        # no names to list: nothing of that size is built before the graph refuses it (it once took all the memory)
+        ({"id2label": None, "label2id": None, "num_labels": 2**31}, r"expected \(batch, 2147483648\) for the"),
         ({"max_position_embeddings": 0}, "max_position_embeddings 0, not an integer of at least 2"),
         (
             {"vocab_size": 10},
