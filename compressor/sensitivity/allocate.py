@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from compressor.errors import ConfigError, PruneError
-from compressor.sensitivity.config import Budget
+from compressor.sensitivity.config import Budget, layer_indices
 from compressor.sensitivity.cost import LayerShape, UnitCosts, analytic_costs, layer_shapes
 from compressor.sensitivity.latency import LatencyTable
 from compressor.sensitivity.plan import LayerPlan, Plan, fingerprint
@@ -171,6 +171,36 @@ def _repair(ranked: list[_Unit], taken: list[_Unit], used: float, limit: float) 
 MAX_EXHAUSTIVE = 1000  # layer subsets searched one by one when keeping a given number of layers
 
 
+def kept_layers(choice: str, count: int, keep: int | None) -> list[int] | None:
+    """The layers a `layer_choice` keeps in a model of `count` layers, or None when the scores choose (score).
+
+    spread: `keep` layers at round(i·(count − 1)/(keep − 1)), i = 0 … keep − 1 (the first and the last always,
+    evenly between; one layer: the last); indices: those layers (each must exist)."""
+    if choice == "score":
+        return None
+    if choice == "spread":
+        if keep is None:
+            raise ConfigError("`layer_choice` spread needs `keep_layers` or `depth` (how many layers to spread)")
+        if not 1 <= keep <= count:
+            raise ConfigError(f"`keep_layers` must be between 1 and the model's {count} layers; got {keep}")
+        if keep == 1:
+            return [count - 1]
+        return sorted({round(i * (count - 1) / (keep - 1)) for i in range(keep)})
+    listed = layer_indices(choice)
+    assert listed is not None
+    outside = [i for i in listed if i >= count]
+    if outside:
+        raise ConfigError(
+            f"`layer_choice` names layer {outside[0]} but the model has {count} layers (0 … {count - 1})"
+        )
+    if keep is not None and keep != len(listed):
+        raise ConfigError(
+            f"`layer_choice` names {len(listed)} layers but the plan keeps {keep} (`keep_layers` or `depth`); "
+            "give one of them"
+        )
+    return listed
+
+
 def drop_candidates(
     shapes: list[LayerShape],
     units: list[list[_Unit]],
@@ -178,9 +208,14 @@ def drop_candidates(
     *,
     allow: bool,
     keep_layers: int | None,
+    layer_choice: str = "score",
 ) -> list[set[int]]:
     """The sets of layers to try dropping: none; with `allow`, the k layers of lowest total value per cost for every
-    k; with `keep_layers`, every way of dropping the others (or the lowest-ratio ones when there are too many)."""
+    k; with `keep_layers`, every way of dropping the others (or the lowest-ratio ones when there are too many).
+    `layer_choice` spread or a list of indices fixes the one set instead (`kept_layers`)."""
+    fixed = kept_layers(layer_choice, len(shapes), keep_layers)
+    if fixed is not None:
+        return [set(range(len(shapes))) - set(fixed)]
     ratio = [
         sum(u.value for u in layer_units) / max(costs.layer_cost(s.heads, s.neurons), 1e-12)
         for s, layer_units in zip(shapes, units, strict=True)
@@ -212,6 +247,7 @@ def allocate(
     latency: LatencyTable | None = None,
     hidden: list[int] | None = None,
     keep_layers: int | None = None,
+    layer_choice: str = "score",
 ) -> Plan:
     """Choose the heads and FFN neurons to keep under `budget` (see the module docstring).
 
@@ -223,6 +259,7 @@ def allocate(
             are costed at that width, the budget is a share of the current model's cost.
         keep_layers: the plan keeps exactly this many layers; which ones is searched (every choice when there are
             at most MAX_EXHAUSTIVE of them, else the lowest value per cost go).
+        layer_choice: `score` (the search above), `spread` or layer indices: which layers stay (`kept_layers`).
     """
     shapes = layer_shapes(model)
     total = budget_costs(model, budget, seq_len=seq_len, latency=latency).encoder_cost(shapes)
@@ -239,7 +276,9 @@ def allocate(
     ]
     tolerance = 1e-9 * max(total, 1.0)
     slack = 0.005 * total if budget.is_fraction else 0.005 * target  # a gap worth a repair swap
-    candidates = drop_candidates(shapes, units, costs, allow=allow_layer_drop, keep_layers=keep_layers)
+    candidates = drop_candidates(
+        shapes, units, costs, allow=allow_layer_drop, keep_layers=keep_layers, layer_choice=layer_choice
+    )
     best: _Selection | None = None
     for dropped in candidates:
         selection = _solve(units, shapes, costs, target, dropped, min_heads, min_neurons, tolerance, slack)

@@ -147,6 +147,7 @@ def analyse(
             latency=latency,
             hidden=hidden,
             keep_layers=config.keep_layers if config.depth is None else max(1, round(config.depth * len(shapes))),
+            layer_choice=config.layer_choice,
         )
     report = AnalyseReport(config=config, scores=scores, shapes=shapes, plan=plan, latency=latency)
     report.model = fingerprint(model) | {"name_or_path": str(getattr(model.config, "_name_or_path", "") or "")}

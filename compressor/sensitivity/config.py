@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from compressor.errors import ConfigError
+from compressor.schema import HASH_IF_SET
 
 # The registered scorer names (compressor/sensitivity/__init__.py registers exactly these; a test checks it).
 SCORER_NAMES = ("fisher", "head-gradient", "magnitude", "taylor", "tensor-loss")
@@ -75,6 +76,32 @@ def parse_budget(text: str) -> Budget:
     return Budget(metric, value)
 
 
+LAYER_CHOICES = ("score", "spread")
+
+
+def parse_layer_choice(value: Any) -> str:
+    """`score`, `spread` or comma-separated layer indices (normalised to `0,2,4`); anything else: a ConfigError."""
+    if isinstance(value, list | tuple):  # a YAML list in a recipe
+        value = ",".join(str(v) for v in value)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"`layer_choice` must be score, spread or layer indices such as 0,2,4; got {value!r}")
+    text = value.strip().lower()
+    if text in LAYER_CHOICES:
+        return text
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise ConfigError(f"`layer_choice` must be score, spread or layer indices such as 0,2,4; got {value!r}")
+    indices = [int(p) for p in parts]
+    if len(set(indices)) != len(indices):
+        raise ConfigError(f"`layer_choice` names a layer twice: {value!r}")
+    return ",".join(str(i) for i in sorted(indices))
+
+
+def layer_indices(choice: str) -> list[int] | None:
+    """The layers a `layer_choice` names, or None for a rule (score, spread)."""
+    return None if choice in LAYER_CHOICES else [int(p) for p in choice.split(",")]
+
+
 @dataclass(kw_only=True)
 class AnalyseConfig:
     """What `analyse` scores, on how much data, and the budget its plan must meet."""
@@ -124,6 +151,16 @@ class AnalyseConfig:
             "`keep_layers` as a fraction of the model's depth."
         },
     )
+    layer_choice: str = field(
+        default="score",
+        metadata={
+            "help": "Which layers a plan keeps: score (the set that keeps the most importance; with keep_layers or "
+            "depth every choice is tried), spread (keep_layers or depth layers evenly spaced from the first to the "
+            "last, as students are often initialised from every other layer) or the indices themselves, e.g. "
+            "0,2,4 (the budget then goes to their heads and neurons).",
+            HASH_IF_SET: True,
+        },
+    )
     hidden: float = field(
         default=1.0,
         metadata={
@@ -168,6 +205,14 @@ class AnalyseConfig:
             raise ConfigError(f"`depth` is the share of layers kept and must be in (0, 1]; got {self.depth!r}")
         if self.depth is not None and self.keep_layers is not None:
             raise ConfigError("give `keep_layers` or `depth`, not both")
+        self.layer_choice = parse_layer_choice(self.layer_choice)
+        if self.layer_choice == "spread" and self.keep_layers is None and self.depth is None:
+            raise ConfigError("`layer_choice` spread needs `keep_layers` or `depth` (how many layers to spread)")
+        listed = layer_indices(self.layer_choice)
+        if listed is not None and self.keep_layers is not None and len(listed) != self.keep_layers:
+            raise ConfigError(
+                f"`layer_choice` names {len(listed)} layers but `keep_layers` is {self.keep_layers}; give one of them"
+            )
         if not 0 < self.hidden <= 1:
             raise ConfigError(
                 f"`hidden` is the fraction of the hidden size kept and must be in (0, 1]; got {self.hidden!r}"

@@ -6,7 +6,7 @@ import torch
 from compressor.arch.parts import count_parameters
 from compressor.errors import ConfigError, PruneError
 from compressor.prune.units import apply_plan_
-from compressor.sensitivity.allocate import allocate
+from compressor.sensitivity.allocate import allocate, kept_layers
 from compressor.sensitivity.config import AnalyseConfig, Budget, parse_budget
 from compressor.sensitivity.cost import encoder_flops
 from compressor.sensitivity.latency import LatencyTable
@@ -136,3 +136,55 @@ def test_infeasible_budget_and_mismatched_scores_are_errors() -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(PruneError, match="do not match"):
         allocate(tiny_model(num_hidden_layers=3), _random_scores(model), Budget("params", 0.5))
+
+
+@pytest.mark.parametrize(
+    ("count", "keep", "expected"),
+    [(6, 3, [0, 2, 5]), (12, 6, [0, 2, 4, 7, 9, 11]), (6, 6, [0, 1, 2, 3, 4, 5]), (6, 2, [0, 5]), (6, 1, [5])],
+)
+def test_spread_keeps_the_first_and_the_last_layer_evenly_between(count: int, keep: int, expected: list) -> None:
+    assert kept_layers("spread", count, keep) == expected
+
+
+def test_layer_choice_fixes_which_layers_the_plan_keeps() -> None:
+    """The scores would drop layer 1 first; `spread` and listed indices keep the layers they name all the same,
+    and the budget still holds."""
+    model = tiny_model(num_hidden_layers=4)
+    scores = _random_scores(model)
+    scores.heads[1], scores.neurons[1] = torch.full((4,), 1e-6), torch.full((37,), 1e-6)
+    by_score = allocate(model, scores, Budget("params", 0.5), keep_layers=3)
+    assert by_score.dropped_layers == [1]
+    for choice, kept in (("spread", [0, 2, 3]), ("1,2,3", [1, 2, 3])):  # spread of 3 in 4: 0, 1.5 → 2, 3
+        plan = allocate(model, scores, Budget("params", 0.5), keep_layers=3, layer_choice=choice)
+        assert [i for i in range(4) if i not in plan.dropped_layers] == kept
+        assert plan.predicted["params"]["fraction"] <= 0.5
+    listed = allocate(model, scores, Budget("params", 0.5), layer_choice="0,1")  # no keep_layers: the list's count
+    assert listed.dropped_layers == [2, 3]
+    apply_plan_(model, listed)
+    assert [e["source"] for e in model.config.compressor_structure["layers"]] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"layer_choice": "evenly"}, "must be score, spread or layer indices such as 0,2,4; got 'evenly'"),
+        ({"layer_choice": "0,-1"}, "must be score, spread or layer indices"),
+        ({"layer_choice": "1,1"}, "names a layer twice"),
+        ({"layer_choice": 3}, "must be score, spread or layer indices"),
+        ({"layer_choice": "spread"}, "spread needs `keep_layers` or `depth`"),
+        ({"layer_choice": "0,2", "keep_layers": 3}, "names 2 layers but `keep_layers` is 3"),
+    ],
+)
+def test_bad_layer_choice_is_a_one_line_error(fields: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as err:
+        AnalyseConfig(**fields)
+    assert "\n" not in str(err.value)
+
+
+def test_layer_choice_is_checked_against_the_model() -> None:
+    model = tiny_model(num_hidden_layers=3)
+    with pytest.raises(ConfigError, match="names layer 3 but the model has 3 layers"):
+        allocate(model, _random_scores(model), Budget("params", 0.5), layer_choice="0,3")
+    with pytest.raises(ConfigError, match="names 2 layers but the plan keeps 1"):
+        allocate(model, _random_scores(model), Budget("params", 0.5), layer_choice="0,2", keep_layers=1)
+    assert AnalyseConfig(layer_choice=[4, 0, 2], depth=0.5).layer_choice == "0,2,4"  # a YAML list, normalised
