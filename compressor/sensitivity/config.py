@@ -81,8 +81,6 @@ LAYER_CHOICES = ("score", "spread")
 
 def parse_layer_choice(value: Any) -> str:
     """`score`, `spread` or comma-separated layer indices (normalised to `0,2,4`); anything else: a ConfigError."""
-    if isinstance(value, list | tuple):  # a YAML list in a recipe
-        value = ",".join(str(v) for v in value)
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"`layer_choice` must be score, spread or layer indices such as 0,2,4; got {value!r}")
     text = value.strip().lower()
