@@ -14,7 +14,7 @@ from torch import nn
 from compressor.arch.parts import arch_of, max_tokens, model_inputs, to_device
 from compressor.errors import ConfigError
 from compressor.schema import config_to_dict, save_json
-from compressor.sensitivity.allocate import allocate
+from compressor.sensitivity.allocate import allocate, kept_layers
 from compressor.sensitivity.config import AnalyseConfig
 from compressor.sensitivity.cost import LayerShape, layer_shapes
 from compressor.sensitivity.latency import LatencyTable, latency_table
@@ -105,6 +105,10 @@ def analyse(
     refusal = arch_of(model).width_refusal
     if config.hidden < 1 and refusal:  # before any scoring: prune would refuse the plan's width cut anyway
         raise ConfigError(f"`hidden` below 1: width pruning is not supported for {model.config.model_type}: {refusal}")
+    depth = len(layer_shapes(model))
+    keep = config.keep_layers if config.depth is None else max(1, round(config.depth * depth))
+    if config.parsed_budget is not None:  # the layers the choice names exist, before any scoring
+        kept_layers(config.layer_choice, depth, keep)
     scorer = SCORERS.get(config.scorer)
     batches = None
     if scorer.needs_data:
@@ -146,7 +150,7 @@ def analyse(
             allow_layer_drop=config.allow_layer_drop,
             latency=latency,
             hidden=hidden,
-            keep_layers=config.keep_layers if config.depth is None else max(1, round(config.depth * len(shapes))),
+            keep_layers=keep,
             layer_choice=config.layer_choice,
         )
     report = AnalyseReport(config=config, scores=scores, shapes=shapes, plan=plan, latency=latency)

@@ -58,3 +58,22 @@ def test_failed_analysis_leaves_no_partial_output(tokenizer, data, tmp_path: Pat
     with pytest.raises(ConfigError, match="per-layer minimum"):
         run_stage_to("analyse", config, out, model=save_tiny_checkpoint(tmp_path / "ckpt"))
     assert not out.exists() and not list(out.parent.glob(f".{out.name}.tmp*"))
+
+
+def test_a_layer_choice_beyond_the_model_is_refused_before_scoring(
+    tokenizer,
+    data,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    import compressor.sensitivity.analyse as analyse_module
+
+    def no_scoring(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("scored before the layer choice was checked")
+
+    monkeypatch.setattr(analyse_module, "run_scorer", no_scoring)
+    config = AnalyseConfig(scorer="fisher", samples=16, budget="flops=0.5", layer_choice="0,3")
+    with pytest.raises(ConfigError, match="names layer 3 but the model has 3 layers"):
+        analyse(tiny_model(num_hidden_layers=3), config, tokenizer=tokenizer, data=data)
+    spread = AnalyseConfig(scorer="fisher", samples=16, budget="flops=0.5", layer_choice="spread", keep_layers=4)
+    with pytest.raises(ConfigError, match="must be between 1 and the model's 3 layers"):
+        analyse(tiny_model(num_hidden_layers=3), spread, tokenizer=tokenizer, data=data)
