@@ -106,9 +106,9 @@ def analyse(
     if config.hidden < 1 and refusal:  # before any scoring: prune would refuse the plan's width cut anyway
         raise ConfigError(f"`hidden` below 1: width pruning is not supported for {model.config.model_type}: {refusal}")
     depth = len(layer_shapes(model))
-    keep = config.keep_layers if config.depth is None else max(1, round(config.depth * depth))
+    keep_count = config.keep_layers if config.depth is None else max(1, round(config.depth * depth))
     if config.parsed_budget is not None:  # the layers the choice names exist, before any scoring
-        kept_layers(config.layer_choice, depth, keep)
+        kept_layers(config.layer_choice, depth, keep_count)
     scorer = SCORERS.get(config.scorer)
     batches = None
     if scorer.needs_data:
@@ -150,7 +150,7 @@ def analyse(
             allow_layer_drop=config.allow_layer_drop,
             latency=latency,
             hidden=hidden,
-            keep_layers=keep,
+            keep_layers=keep_count,
             layer_choice=config.layer_choice,
         )
     report = AnalyseReport(config=config, scores=scores, shapes=shapes, plan=plan, latency=latency)
