@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from compressor.errors import ConfigError, PruneError
-from compressor.sensitivity.config import Budget, layer_indices
+from compressor.sensitivity.config import SPREAD_NEEDS_COUNT, Budget, layer_indices
 from compressor.sensitivity.cost import LayerShape, UnitCosts, analytic_costs, layer_shapes
 from compressor.sensitivity.latency import LatencyTable
 from compressor.sensitivity.plan import LayerPlan, Plan, fingerprint
@@ -172,17 +172,18 @@ MAX_EXHAUSTIVE = 1000  # layer subsets searched one by one when keeping a given 
 
 
 def kept_layers(choice: str, count: int, keep: int | None) -> list[int] | None:
-    """The layers a `layer_choice` keeps in a model of `count` layers, or None when the scores choose (score).
+    """The layers a `layer_choice` keeps in a model of `count` layers, or None when the scores choose (score);
+    `keep` (keep_layers, or depth as a count) is checked against `count` for every choice.
 
     spread: `keep` layers at round(i·(count − 1)/(keep − 1)), i = 0 … keep − 1 (the first and the last always,
     evenly between; one layer: the last); indices: those layers (each must exist)."""
+    if keep is not None and not 1 <= keep <= count:  # whatever the choice: here, before any scoring (analyse)
+        raise ConfigError(f"`keep_layers` must be between 1 and the model's {count} layers; got {keep}")
     if choice == "score":
         return None
     if choice == "spread":
         if keep is None:
-            raise ConfigError("`layer_choice` spread needs `keep_layers` or `depth` (how many layers to spread)")
-        if not 1 <= keep <= count:
-            raise ConfigError(f"`keep_layers` must be between 1 and the model's {count} layers; got {keep}")
+            raise ConfigError(SPREAD_NEEDS_COUNT)
         if keep == 1:
             return [count - 1]
         return sorted({round(i * (count - 1) / (keep - 1)) for i in range(keep)})
@@ -221,11 +222,7 @@ def drop_candidates(
         for s, layer_units in zip(shapes, units, strict=True)
     ]
     order = sorted(range(len(shapes)), key=lambda i: (ratio[i], i))  # lowest value per cost first
-    if keep_layers is not None:
-        if not 1 <= keep_layers <= len(shapes):
-            raise ConfigError(
-                f"`keep_layers` must be between 1 and the model's {len(shapes)} layers; got {keep_layers}"
-            )
+    if keep_layers is not None:  # in range: kept_layers checked it
         drop = len(shapes) - keep_layers
         if math.comb(len(shapes), drop) <= MAX_EXHAUSTIVE:
             return [set(c) for c in itertools.combinations(range(len(shapes)), drop)]

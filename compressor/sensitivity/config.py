@@ -77,6 +77,7 @@ def parse_budget(text: str) -> Budget:
 
 
 LAYER_CHOICES = ("score", "spread")
+SPREAD_NEEDS_COUNT = "`layer_choice` spread needs `keep_layers` or `depth` (how many layers to spread)"
 
 
 def parse_layer_choice(value: Any) -> str:
@@ -205,7 +206,7 @@ class AnalyseConfig:
             raise ConfigError("give `keep_layers` or `depth`, not both")
         self.layer_choice = parse_layer_choice(self.layer_choice)
         if self.layer_choice == "spread" and self.keep_layers is None and self.depth is None:
-            raise ConfigError("`layer_choice` spread needs `keep_layers` or `depth` (how many layers to spread)")
+            raise ConfigError(SPREAD_NEEDS_COUNT)
         listed = layer_indices(self.layer_choice)
         if listed is not None and self.keep_layers is not None and len(listed) != self.keep_layers:
             raise ConfigError(

@@ -74,6 +74,7 @@ def test_a_layer_choice_beyond_the_model_is_refused_before_scoring(
     config = AnalyseConfig(scorer="fisher", samples=16, budget="flops=0.5", layer_choice="0,3")
     with pytest.raises(ConfigError, match="names layer 3 but the model has 3 layers"):
         analyse(tiny_model(num_hidden_layers=3), config, tokenizer=tokenizer, data=data)
-    spread = AnalyseConfig(scorer="fisher", samples=16, budget="flops=0.5", layer_choice="spread", keep_layers=4)
-    with pytest.raises(ConfigError, match="must be between 1 and the model's 3 layers"):
-        analyse(tiny_model(num_hidden_layers=3), spread, tokenizer=tokenizer, data=data)
+    for choice in ("spread", "score"):  # more layers than the model has: refused before scoring, by either rule
+        deep = AnalyseConfig(scorer="fisher", samples=16, budget="flops=0.5", layer_choice=choice, keep_layers=4)
+        with pytest.raises(ConfigError, match="must be between 1 and the model's 3 layers"):
+            analyse(tiny_model(num_hidden_layers=3), deep, tokenizer=tokenizer, data=data)
