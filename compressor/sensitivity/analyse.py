@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,14 @@ import torch
 from torch import nn
 
 from compressor.arch.parts import arch_of, max_tokens, model_inputs, to_device
+from compressor.arch.surgery import drop_layers_
 from compressor.errors import ConfigError
 from compressor.schema import config_to_dict, save_json
 from compressor.sensitivity.allocate import allocate, kept_layers
 from compressor.sensitivity.config import AnalyseConfig
 from compressor.sensitivity.cost import LayerShape, layer_shapes
 from compressor.sensitivity.latency import LatencyTable, latency_table
-from compressor.sensitivity.masks import hidden_importance, hidden_magnitude, make_batches
+from compressor.sensitivity.masks import Batch, hidden_importance, hidden_magnitude, make_batches
 from compressor.sensitivity.plan import Plan, fingerprint
 from compressor.sensitivity.scorers import SCORERS, Scores, run_scorer
 from compressor.sensitivity.view import save_heatmap, sensitivity_dict, table_rows
@@ -140,24 +142,65 @@ def analyse(
         hidden = sorted(torch.argsort(importance, descending=True, stable=True)[:keep].tolist())
     plan = None
     if budget is not None:
+        options = dict(
+            seq_len=config.seq_len,
+            min_heads=config.min_heads,
+            min_neurons=config.min_neurons,
+            latency=latency,
+            hidden=hidden,
+        )
         plan = allocate(
             model,
             scores,
             budget,
-            seq_len=config.seq_len,
-            min_heads=config.min_heads,
-            min_neurons=config.min_neurons,
             allow_layer_drop=config.allow_layer_drop,
-            latency=latency,
-            hidden=hidden,
             keep_layers=keep_count,
             layer_choice=config.layer_choice,
+            **options,
         )
+        if config.rescore and plan.dropped_layers:
+            kept = plan.kept_layers
+            scores = rescore_kept(model, scores, kept, batches, config)
+            only_kept = replace(  # the dropped layers' first scores must not weigh in a kind's balance (_values)
+                scores,
+                heads=[h if i in kept else torch.zeros_like(h) for i, h in enumerate(scores.heads)],
+                neurons=[n if i in kept else torch.zeros_like(n) for i, n in enumerate(scores.neurons)],
+            )
+            plan = allocate(
+                model, only_kept, budget, keep_layers=len(kept), layer_choice=",".join(map(str, kept)), **options
+            )
     report = AnalyseReport(config=config, scores=scores, shapes=shapes, plan=plan, latency=latency)
     report.model = fingerprint(model) | {"name_or_path": str(getattr(model.config, "_name_or_path", "") or "")}
     report.num_heads = arch_of(model).num_heads(model.config)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def rescore_kept(
+    model: nn.Module, scores: Scores, kept: list[int], batches: list[Batch] | None, config: AnalyseConfig
+) -> Scores:
+    """`scores` with the heads and neurons of layers `kept` scored again in a copy of the model that has only those
+    layers: their importance in the network the plan leaves, where a kept top layer now feeds the classifier
+    directly (in the full model the teacher's last layers score lowest, and a plan starves them). The dropped
+    layers keep their first scores (the report shows why they went; analyse gives the allocator zeros there);
+    the per-tensor scores and the loss stay those of the full model."""
+    reduced = copy.deepcopy(model)  # the caller's model is left whole: prune applies the plan to it
+    drop_layers_(reduced, kept)
+    again = run_scorer(config.scorer, reduced, batches, config)
+    logger.info(
+        "scored again without layers %s: loss %s (full model %s)",
+        ",".join(str(i) for i in range(len(scores.heads)) if i not in kept),
+        _loss_text(again.loss),
+        _loss_text(scores.loss),
+    )
+    heads, neurons = list(scores.heads), list(scores.neurons)
+    for position, layer in enumerate(kept):
+        heads[layer], neurons[layer] = again.heads[position], again.neurons[position]
+    return replace(scores, heads=heads, neurons=neurons, joint_scale=again.joint_scale)
+
+
+def _loss_text(loss: float | None) -> str:
+    return "n/a" if loss is None else f"{loss:.4f}"
 
 
 def _max_tokens(model: nn.Module, seq_len: int) -> int:

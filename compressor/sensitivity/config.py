@@ -160,6 +160,15 @@ class AnalyseConfig:
             HASH_IF_SET: True,
         },
     )
+    rescore: bool = field(
+        default=False,
+        metadata={
+            "help": "When the plan drops layers, score the kept layers' heads and neurons again in the model "
+            "without the dropped ones (the order they will run in) and allocate the budget by those scores; the "
+            "first scores still choose which layers go. One more scoring pass.",
+            HASH_IF_SET: True,
+        },
+    )
     hidden: float = field(
         default=1.0,
         metadata={

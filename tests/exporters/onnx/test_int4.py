@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from compressor.errors import ExportError
-from exporters.onnx.int4 import LEVELS, dequantize, int4_blocks, int4_lookup_
+from exporters.onnx.int4 import LEVELS, decoded_bytes, dequantize, int4_blocks, int4_lookup_
 from exporters.onnx.sessions import make_session
 
 
@@ -81,9 +81,10 @@ def test_the_int4_lookup_gives_the_stored_rows_for_ids_of_any_shape(shape, known
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_the_table_decoded_at_load_gives_the_same_rows_and_is_folded_by_onnx_runtime(shape, tmp_path) -> None:
-    """The `load` form: bit for bit the rows of the `lookup` form, and every node but the last Gather reads
-    constants, so ONNX Runtime folds the decoding when it loads the graph (its optimized graph, at the basic level
-    that constant folding belongs to, is that one Gather of a float table) while the file keeps the packed table."""
+    """The `load` form: bit for bit the rows of the `lookup` form, and every node before the Gather of the ids
+    reads constants, so ONNX Runtime folds the decoding when it loads the graph (its optimized graph, at the basic
+    level that constant folding belongs to, is that Gather of a float table in blocks and the Reshape of its rows)
+    while the file keeps the packed table."""
     table = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
     ids = np.random.default_rng(1).integers(0, 20, shape)
     rows = {}
@@ -102,9 +103,24 @@ def test_the_table_decoded_at_load_gives_the_same_rows_and_is_folded_by_onnx_run
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     optimized = onnx.load(str(tmp_path / "optimized.onnx"))
-    assert [n.op_type for n in optimized.graph.node] == ["Gather"]
+    assert [n.op_type for n in optimized.graph.node] == ["Gather", "Reshape"]  # the rows, out of their blocks
     folded = next(i for i in optimized.graph.initializer if i.name == optimized.graph.node[0].input[0])
-    assert folded.data_type == TensorProto.FLOAT and list(folded.dims) == [20, 64]
+    assert folded.data_type == TensorProto.FLOAT and list(folded.dims) == [20, 2, 32]  # 64 wide in blocks of 32
+    assert decoded_bytes(model) == 20 * 64 * 4 and decoded_bytes(_lookup_graph(table, 1)) == 0
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_table_decoded_at_load_serves_ids_of_unknown_rank(shape, monkeypatch) -> None:
+    """Without the ids' rank the `load` form's rows are reshaped by the ids' shape computed at run time."""
+    monkeypatch.setattr("exporters.onnx.int4._rank", lambda model, tensor: None)
+    table = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
+    model = _lookup_graph(table, len(shape))
+    int4_lookup_(model, "lookup", 16, decode="load")
+    onnx.checker.check_model(model)
+    ids = np.random.default_rng(1).integers(0, 20, shape)
+    (rows,) = make_session(model.SerializeToString(), threads=1).run(None, {"ids": ids})
+    assert rows.shape == (*shape, 64)
+    np.testing.assert_array_equal(rows, dequantize(*int4_blocks(table, 16))[ids])
 
 
 def test_the_int4_lookup_refuses_a_node_it_cannot_store_and_an_unknown_decode() -> None:
