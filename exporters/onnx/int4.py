@@ -12,10 +12,11 @@ value = q * scale + offset, q in 0..15 (asymmetric, per-block min and max). The 
   at every optimization level from basic up) decodes the table once, when the session is created, and a run pays
   one plain Gather: on the 3-layer SST-2 models (11,575 rows x 384) 3.1-7.2 % less time at 128 tokens, 1 thread
   (the SST-2 sweep's `3-layers-load` rows against `3-layers-sparse`). The price is memory: the fp32 table is
-  18 MB, but ONNX Runtime keeps copies of it and of the folding's intermediates, so creating the session grew the
-  process by 197-214 MB at its peak and 150-167 MB after 20 runs, against 32-34 MB for the `lookup` form and
-  146 / 111-137 MB for the dense fp32 model (`python bench/memory.py`, AMD EPYC, 2026-12-01). The file is the
-  same. A runtime with graph optimizations off would decode the whole table at every run.
+  18 MB, and folding holds every intermediate of the decoding until it ends, so the chain is built to have few
+  (`_decoded_table`): creating the session grew the process by 109-114 MB at its peak and 68-74 MB after 20 runs
+  (an earlier chain of float nibble arithmetic: 197-214 and 150-167 MB), against 31-33 MB for the `lookup` form
+  and 146 / 137 MB for the dense fp32 model (`python bench/memory.py`, AMD EPYC, 2026-12-01). The file is the
+  same size. A runtime with graph optimizations off would decode the whole table at every run.
 
 Both compute the same values with the same float operations.
 
