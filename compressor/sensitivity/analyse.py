@@ -107,10 +107,10 @@ def analyse(
     refusal = arch_of(model).width_refusal
     if config.hidden < 1 and refusal:  # before any scoring: prune would refuse the plan's width cut anyway
         raise ConfigError(f"`hidden` below 1: width pruning is not supported for {model.config.model_type}: {refusal}")
-    depth = len(layer_shapes(model))
-    keep_count = config.keep_layers if config.depth is None else max(1, round(config.depth * depth))
+    shapes = layer_shapes(model)  # scoring reads the model, it does not change its shape
+    keep_count = config.keep_layers if config.depth is None else max(1, round(config.depth * len(shapes)))
     if config.parsed_budget is not None:  # the layers the choice names exist, before any scoring
-        kept_layers(config.layer_choice, depth, keep_count)
+        kept_layers(config.layer_choice, len(shapes), keep_count)
     scorer = SCORERS.get(config.scorer)
     batches = None
     if scorer.needs_data:
@@ -128,7 +128,6 @@ def analyse(
         )
         logger.info("scoring with %s on %d examples", config.scorer, sum(len(b["labels"]) for b in batches))
     scores = run_scorer(config.scorer, model, batches, config)
-    shapes = layer_shapes(model)
     budget = config.parsed_budget
     latency = None
     if budget is not None and budget.metric == "latency":
