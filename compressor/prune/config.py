@@ -13,6 +13,7 @@ from compressor.train.config import PRECISIONS, check_share
 SCHEDULES = ("geometric", "linear")
 FALLBACKS = ("unk", "nearest", "sparse")
 LAYERWISE_SCHEDULES = ("constant", "linear")
+LAYER_MAPS = ("uniform", "source")
 MAX_VOCAB_CODES = 64
 RECOVER = ("none", "distill", "reconstruct", "reconstruct+distill")
 HEADS_BY = ("magnitude", "update")
@@ -117,6 +118,16 @@ class PruneConfig:
             "help": "How the hidden and attention weights move over the distillation: constant, or linear (from "
             "their value down to 0 at the last step, so the last steps fit the logits alone: TinyBERT's "
             "intermediate-then-prediction stages, blended into one run).",
+            HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
+        },
+    )
+    layer_map: str = field(
+        default="uniform",
+        metadata={
+            "help": "Which teacher layer each student layer learns (hidden states, attention, relations): uniform "
+            "(student layer i of S learns teacher layer (i+1)·T/S − 1, so the last learns the last: TinyBERT) or "
+            "source (the teacher layer it was cut from, so every kept head learns its own attention map; suits "
+            "plans whose kept layers span the model, e.g. layer_choice spread).",
             HASH_IF_SET: True,  # added after runs were recorded: their stage hashes, and so --resume, stay
         },
     )
@@ -268,6 +279,8 @@ class PruneConfig:
             raise ConfigError(
                 f"`layerwise_schedule` must be one of {', '.join(LAYERWISE_SCHEDULES)}; got {schedule!r}"
             )
+        if self.layer_map not in LAYER_MAPS:
+            raise ConfigError(f"`layer_map` must be one of {', '.join(LAYER_MAPS)}; got {self.layer_map!r}")
         check_share("ema", self.ema, "of the steps in [0, 1) (0: off)")
         for name in ("hidden_weight", "attention_weight", "relation_weight", "label_weight"):
             value = getattr(self, name)

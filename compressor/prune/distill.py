@@ -84,12 +84,14 @@ def distill_(
     hidden, attention = config.hidden_weight > 0, config.attention_weight > 0
     relation = config.relation_weight > 0
     mapped = hidden or attention or relation
-    layers = LayerMap.between(ensure_structure(model), ensure_structure(teacher)) if mapped else None
+    layers = None
+    if mapped:
+        layers = LayerMap.between(ensure_structure(model), ensure_structure(teacher), how=config.layer_map)
     if attention and layers is not None and not any(layers.heads):
         logger.warning(
             "attention_weight %s adds nothing here: no student layer learns the teacher layer it came from (layers "
-            "are matched uniformly, %s), so no head has its own attention map to match; set it to 0 to say so "
-            "(relation_weight needs no head in common)",
+            "are matched uniformly, %s), so no head has its own attention map to match; set it to 0 to say so, or "
+            "layer_map source to match each layer to its own (relation_weight needs no head in common)",
             config.attention_weight,
             layers.layers,
         )

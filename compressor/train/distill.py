@@ -35,24 +35,28 @@ class LayerMap:
     hidden: list[int] | None = None  # the teacher's positions of the student's stream dimensions (width pruning)
 
     @classmethod
-    def between(cls, student: dict[str, Any], teacher: dict[str, Any]) -> LayerMap:
+    def between(cls, student: dict[str, Any], teacher: dict[str, Any], how: str = "uniform") -> LayerMap:
         """From two `compressor_structure` dicts (the student pruned from the teacher).
 
-        Layers are matched uniformly (TinyBERT, Jiao et al. 2020): student layer i of S learns teacher layer
-        ⌊(i + 1)·T/S⌋ − 1 of T, so the student's last layer learns the teacher's last, whatever layers were
-        dropped; with no layer dropped that is each layer's own. Matching a kept layer to the teacher layer it came
-        from instead would ask a shallow student's top layer for a middle layer's representation, which the
-        logits then have to undo.
+        `uniform` (TinyBERT, Jiao et al. 2020): student layer i of S learns teacher layer ⌊(i + 1)·T/S⌋ − 1 of T,
+        so the student's last layer learns the teacher's last, whatever layers were dropped; with no layer dropped
+        that is each layer's own. Matching a kept layer to the teacher layer it came from instead (`source`) would
+        ask a student that kept the first layers for a middle layer's representation at its top, which the logits
+        then have to undo; but when the kept layers span the model (the last one kept), `source` makes each
+        student layer learn the output it already starts near, and every kept head its own attention map.
         """
+        if how not in ("uniform", "source"):
+            raise ValueError(f"layer map must be uniform or source; got {how!r}")
         teacher_layers = teacher["layers"]
-        sources = {int(e["source"]) for e in teacher_layers}
+        by_source = {int(e["source"]): j for j, e in enumerate(teacher_layers)}
         s_count, t_count = len(student["layers"]), len(teacher_layers)
         layers, heads = [], []
         for i, entry in enumerate(student["layers"]):
-            if int(entry["source"]) not in sources:
+            source = int(entry["source"])
+            if source not in by_source:
                 raise ValueError(f"student layer {i} (source {entry['source']}) is not a layer of the teacher")
-            j = (i + 1) * t_count // s_count - 1
-            same = int(teacher_layers[j]["source"]) == int(entry["source"])
+            j = by_source[source] if how == "source" else (i + 1) * t_count // s_count - 1
+            same = int(teacher_layers[j]["source"]) == source
             position = {h: k for k, h in enumerate(teacher_layers[j]["heads"])}
             layers.append(j)
             heads.append([position[h] for h in entry["heads"]] if same else [])
