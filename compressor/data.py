@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from compressor.errors import ConfigError, DataError
+from compressor.schema import is_number
 from compressor.task import CLASSIFICATION, REGRESSION, REGRESSION_LABELS, TASKS
 
 logger = logging.getLogger(__name__)
@@ -401,7 +402,7 @@ def _texts(table: _Table, column: str, path: Path, flag: str) -> list[str]:
             )
         if value is None:
             problem = "no text (null)"
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        elif not is_number(value):
             problem = f"a {type(value).__name__} instead of text"
         elif isinstance(value, float) and not math.isfinite(value):
             problem = f"a non-finite number ({value}) instead of text"

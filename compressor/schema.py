@@ -27,6 +27,16 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     }
 
 
+def is_int(value: Any) -> bool:
+    """An integer and not a bool (`True` is an `int` to Python, never a count to a user)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """An int or a float and not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 HASH_IF_SET = "hash_if_set"  # field metadata: leave the field out of stage hashes while it holds its default
 
 
@@ -49,7 +59,7 @@ def config_from_dict(cls: type[C], data: dict[str, Any], *, source: str = "confi
     kind, version = data.get("kind"), data.get("version", 1)
     if kind != cls.kind:
         raise ConfigError(f"{source}: config is of kind `{kind}`, expected `{cls.kind}`")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_int(version) or version < 1:
         raise ConfigError(f"{source}: config `version` must be a positive integer; got {version!r}")
     if version > cls.version:
         raise ConfigError(
@@ -186,11 +196,11 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
             return value.lower() in ("true", "yes", "1")
         raise ConfigError(f"{source}: `{key}` must be true or false; got {value!r}")
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise ConfigError(f"{source}: `{key}` must be an integer; got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_number(value):
             raise ConfigError(f"{source}: `{key}` must be a number; got {value!r}")
         return float(value)
     if hint is str:

@@ -22,6 +22,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from compressor.arch.parts import arch_of, encoder_layers, hidden_width, set_module
 from compressor.errors import ModelError
+from compressor.schema import is_int
 
 ADAPTER_KEY = "compressor_adapter"
 VERSION = 1
@@ -142,7 +143,7 @@ def validate_record(record: Any, model: nn.Module) -> None:
     if not isinstance(record, dict) or record.get("version") != VERSION or record.get("site") != SITE:
         raise bad("is malformed or of an unknown version")
     bottleneck, layers = record.get("bottleneck"), record.get("layers")
-    if isinstance(bottleneck, bool) or not isinstance(bottleneck, int) or bottleneck < 1:
+    if not is_int(bottleneck) or bottleneck < 1:
         raise bad("needs a positive integer `bottleneck`")
     if record.get("activation") not in ACTIVATIONS:
         raise bad(f"needs an `activation` from {', '.join(ACTIVATIONS)}")

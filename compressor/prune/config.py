@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from compressor.arch.table import LINEAR_ROLES
 from compressor.errors import ConfigError
-from compressor.schema import HASH_IF_SET
+from compressor.schema import HASH_IF_SET, is_int, is_number
 from compressor.train.config import PRECISIONS, check_share
 
 SCHEDULES = ("geometric", "linear")
@@ -214,7 +214,7 @@ class PruneConfig:
     def __post_init__(self) -> None:
         for name in ("heads", "ffn"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            if not is_number(value) or not 0 <= value <= 1:
                 raise ConfigError(f"`{name}` must be a fraction in [0, 1]; got {value!r}")
         if self.ffn == 1:
             raise ConfigError("`ffn` 1.0 would remove every FFN neuron of every layer; drop layers with a plan")
@@ -251,7 +251,7 @@ class PruneConfig:
         if self.vocab_fallback not in FALLBACKS:
             raise ConfigError(f"`vocab_fallback` must be one of {', '.join(FALLBACKS)}; got {self.vocab_fallback!r}")
         codes = self.vocab_codes
-        if isinstance(codes, bool) or not isinstance(codes, int) or not 1 <= codes <= MAX_VOCAB_CODES:
+        if not is_int(codes) or not 1 <= codes <= MAX_VOCAB_CODES:
             raise ConfigError(f"`vocab_codes` must be an integer between 1 and {MAX_VOCAB_CODES}; got {codes!r}")
         if self.dropout is not None:
             check_share("dropout", self.dropout, "in [0, 1) (or unset for the model's own)")
@@ -284,7 +284,7 @@ class PruneConfig:
         check_share("ema", self.ema, "of the steps in [0, 1) (0: off)")
         for name in ("hidden_weight", "attention_weight", "relation_weight", "label_weight"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            if not is_number(value) or not value >= 0:
                 raise ConfigError(f"`{name}` must be zero or positive; got {value!r}")
         weight = self.label_weight
         teacher_terms = self.distill_weight + self.hidden_weight + self.attention_weight + self.relation_weight
@@ -297,7 +297,7 @@ class PruneConfig:
             raise ConfigError(f"`lr` must be in (0, 1); got {self.lr!r}")
         for name in ("batch_size", "samples", "iterations"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"`{name}` must be a positive integer; got {value!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"`schedule` must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from compressor.errors import ConfigError
-from compressor.schema import HASH_IF_SET
+from compressor.schema import HASH_IF_SET, is_int
 
 # The registered scorer names (compressor/sensitivity/__init__.py registers exactly these; a test checks it).
 SCORER_NAMES = ("fisher", "head-gradient", "magnitude", "taylor", "tensor-loss")
@@ -199,15 +199,13 @@ class AnalyseConfig:
             self.budget = str(parse_budget(self.budget))
         for name in ("samples", "seq_len", "batch_size", "threads"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"`{name}` must be a positive integer; got {value!r}")
         for name in ("min_heads", "min_neurons"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ConfigError(f"`{name}` must be an integer >= 0; got {value!r}")
-        if self.keep_layers is not None and (
-            isinstance(self.keep_layers, bool) or not isinstance(self.keep_layers, int) or self.keep_layers < 1
-        ):
+        if self.keep_layers is not None and (not is_int(self.keep_layers) or self.keep_layers < 1):
             raise ConfigError(f"`keep_layers` must be a positive integer or unset; got {self.keep_layers!r}")
         if self.depth is not None and not 0 < self.depth <= 1:
             raise ConfigError(f"`depth` is the share of layers kept and must be in (0, 1]; got {self.depth!r}")

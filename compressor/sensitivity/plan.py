@@ -26,7 +26,7 @@ from torch import nn
 
 from compressor.arch.parts import head_size, hidden_width
 from compressor.errors import ConfigError, PruneError
-from compressor.schema import save_json
+from compressor.schema import is_int, save_json
 from compressor.sensitivity.cost import layer_shapes
 
 
@@ -143,7 +143,7 @@ class Plan:
             raise ConfigError(f"{source}: the plan drops every layer; a model must keep at least one")
         for name in ("min_heads", "min_neurons"):
             value = data.get(name, 0)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ConfigError(f"{source}: `{name}` must be a non-negative integer; got {value!r}")
         for name in ("budget", "predicted"):
             if not isinstance(data.get(name) or {}, dict):

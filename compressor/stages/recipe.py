@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 from compressor.checkpoint import is_hub_id, resolve_model_path
 from compressor.errors import ConfigError, DataError, ModelError
-from compressor.schema import build_strict, config_to_dict
+from compressor.schema import build_strict, config_to_dict, is_int
 from compressor.stages.base import STAGES, Stage
 from compressor.stages.context import DataSpec, resolve_path
 from compressor.stages.recipe_text import TOP_KEYS, VERSION, apply_overrides, parse_yaml, stage_entry
@@ -253,7 +253,7 @@ def _parse_data(raw: Any, base_dir: Path, source: str) -> DataSpec:
 def _migrate(raw: dict[str, Any], source: str) -> dict[str, Any]:
     """A version-1 recipe in version-2 form; a newer version than this compressor knows is an error."""
     version = raw.get("version", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_int(version) or version < 1:
         raise ConfigError(f"{source}: `version` must be a positive integer; got {version!r}")
     if version > VERSION:
         raise ConfigError(f"{source}: recipe version {version} is newer than this compressor understands ({VERSION})")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from compressor.errors import ConfigError
-from compressor.schema import HASH_IF_SET
+from compressor.schema import HASH_IF_SET, is_number
 
 
 @dataclass(kw_only=True)
@@ -59,7 +59,7 @@ class TrainConfig:
 
 def check_share(name: str, value: object, what: str = "in [0, 1)") -> None:
     """`value` is a number (not a bool) in [0, 1), or a ConfigError: "`NAME` must be a share WHAT; got VALUE"."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+    if not is_number(value) or not 0 <= value < 1:
         raise ConfigError(f"`{name}` must be a share {what}; got {value!r}")
 
 

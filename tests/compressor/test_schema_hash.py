@@ -21,6 +21,7 @@ def test_settings_added_later_stay_out_of_the_hash_until_used() -> None:
         "relation_weight",
         "ema",
         "label_weight",
+        "layer_map",
     )
     for name in later:
         recorded["fields"].pop(name)
@@ -33,6 +34,7 @@ def test_settings_added_later_stay_out_of_the_hash_until_used() -> None:
     assert hash_record(PruneConfig(heads=0.25, relation_weight=1.0))["fields"]["relation_weight"] == 1.0
     assert hash_record(PruneConfig(heads=0.25, ema=0.25))["fields"]["ema"] == 0.25
     assert hash_record(PruneConfig(heads=0.25, label_weight=0))["fields"]["label_weight"] == 0
+    assert hash_record(PruneConfig(heads=0.25, layer_map="source"))["fields"]["layer_map"] == "source"
 
 
 def test_the_weight_average_stays_out_of_the_training_hash_until_used() -> None:
@@ -50,3 +52,11 @@ def test_int4_embeddings_stay_out_of_the_export_hash_until_used() -> None:
     assert "embedding_decode" not in hash_record(ExportConfig(embedding_bits=4))["fields"]
     decoded = ExportConfig(embedding_bits=4, embedding_decode="load")
     assert hash_record(decoded)["fields"]["embedding_decode"] == "load"
+
+
+def test_counts_and_numbers_refuse_bools_and_strings() -> None:
+    """The checks every config uses: True is an int to Python, never a count or a weight to a user."""
+    from compressor.schema import is_int, is_number
+
+    assert is_int(3) and is_int(0) and not is_int(True) and not is_int(3.0) and not is_int("3")
+    assert is_number(3) and is_number(0.5) and not is_number(False) and not is_number("0.5") and not is_number(None)

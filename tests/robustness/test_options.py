@@ -337,6 +337,12 @@ def test_zero_gate_batch(cli, tmp_path: Path, ckpt: Path) -> None:
             "got 'cosine'",
         ),
         (
+            ["--layer-map", "nearest"],
+            "unknown layer map (prune --layer-map nearest)",
+            "`layer_map` must be one of uniform, source",
+            "got 'nearest'",
+        ),
+        (
             ["--dropout", "1"],
             "a student dropout that drops everything (prune --dropout 1)",
             "`dropout` must be a share in [0, 1)",

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from compressor.arch.table import LINEAR_ROLES
 from compressor.errors import ConfigError
+from compressor.schema import is_int
 
 FORMS = ("lora", "adapter")
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")  # = compressor.arch.adapters.ACTIVATIONS (that module imports torch)
@@ -70,7 +71,7 @@ class AdamixConfig:
             raise ConfigError(f"`experts` must be one of {', '.join(FORMS)}{hint}; got {self.experts!r}")
         for name in ("num_experts", "rank", "bottleneck"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
         if not self.alpha > 0:
             raise ConfigError(f"`alpha` must be positive, got {self.alpha!r}")

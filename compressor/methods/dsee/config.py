@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from compressor.arch.table import LINEAR_ROLES
 from compressor.errors import ConfigError
+from compressor.schema import is_int
 
 SUPPORTS = ("decompose", "magnitude", "random")
 
@@ -68,11 +69,11 @@ class DseeConfig:
         for name in ("rank", "support_size", "iterations", "rank_step"):
             value = getattr(self, name)
             least = 0 if name == "support_size" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            if not is_int(value) or value < least:
                 kind = "a non-negative" if least == 0 else "a positive"
                 raise ConfigError(f"`{name}` must be {kind} integer, got {value!r}")
         cap = self.decompose_rank
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        if cap is not None and (not is_int(cap) or cap < 1):
             raise ConfigError(f"`decompose_rank` must be a positive integer or unset, got {self.decompose_rank!r}")
         if self.alpha <= 0:
             raise ConfigError(f"`alpha` must be positive, got {self.alpha!r}")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from compressor.errors import ConfigError
+from compressor.schema import is_int
 
 # target name → (FFN role in the architecture table, parameter of that module). `norm_*` is the LayerNorm that closes
 # the FFN sub-layer, LN(x + FFN(x)) (HF BERT keeps it in the FFN's output module).
@@ -47,7 +48,7 @@ class HiwiConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the down-projection initialisation."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.bottleneck, bool) or not isinstance(self.bottleneck, int) or self.bottleneck < 1:
+        if not is_int(self.bottleneck) or self.bottleneck < 1:
             raise ConfigError(f"`bottleneck` must be a positive integer, got {self.bottleneck!r}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"`activation` must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}")

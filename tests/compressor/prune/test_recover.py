@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -422,3 +423,34 @@ def test_a_label_weight_that_cannot_train_is_refused(values: dict, message: str)
 
     with pytest.raises(ConfigError, match=message):
         PruneConfig(heads=0.5, recover="distill", recover_steps=4, **values)
+
+
+def test_the_layer_map_setting_reaches_the_distillation(tiny_task: tuple, tmp_path: Path) -> None:
+    """layer_map=source: a student that kept the first of the teacher's two layers learns that layer (uniform: the
+    teacher's last), and the distillation's loss is built with that map; an unknown map is refused."""
+    from compressor.arch.surgery import drop_layers_
+    from compressor.errors import ConfigError
+    from compressor.prune import distill as distill_module
+
+    tok, train, _, teacher = tiny_task
+    maps: list[list[int]] = []
+    original = distill_module.distillation_loss
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        maps.append(kwargs["layer_map"].layers)
+        return original(*args, **kwargs)
+
+    model = copy.deepcopy(teacher)
+    drop_layers_(model, [0])
+    cfg = PruneConfig(
+        recover="distill", recover_steps=2, batch_size=16, seed=0, hidden_weight=1.0, attention_weight=1.0,
+        layer_map="source",
+    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(distill_module, "distillation_loss", recording)
+        distill_(model, copy.deepcopy(teacher), tok, cfg, data=train, work_dir=tmp_path / "source", quiet=True)
+        uniform = replace(cfg, layer_map="uniform")
+        distill_(model, copy.deepcopy(teacher), tok, uniform, data=train, work_dir=tmp_path / "uniform", quiet=True)
+    assert maps == [[0], [1]]
+    with pytest.raises(ConfigError, match="`layer_map` must be one of uniform, source; got 'nearest'"):
+        PruneConfig(heads=0.5, layer_map="nearest")

@@ -50,6 +50,47 @@ def test_a_shallow_student_learns_the_teachers_top_layers() -> None:
     assert layers.heads == [[], [], []]  # no kept layer is matched to the layer it came from: no head is compared
 
 
+def test_the_source_map_matches_each_kept_layer_to_its_own_and_compares_every_kept_head() -> None:
+    """A spread student (layers 0, 2, 5 of 6): `source` maps them to teacher layers 0, 2, 5 where `uniform`
+    gives 1, 3, 5; every kept head then has its own teacher head (by position among the teacher's)."""
+    teacher = tiny_model(num_hidden_layers=6)
+    prune_heads_(teacher, 2, [1, 2, 3])  # the teacher itself pruned: positions, not head ids, index its attention
+    student = copy.deepcopy(teacher)
+    prune_heads_(student, 2, [0, 2])  # student layer 1 (source 2) keeps head ids 1 and 3 → teacher positions 0, 2
+    drop_layers_(student, [0, 2, 5])
+    uniform = LayerMap.between(ensure_structure(student), ensure_structure(teacher))
+    source = LayerMap.between(ensure_structure(student), ensure_structure(teacher), how="source")
+    assert uniform.layers == [1, 3, 5] and uniform.heads == [[], [], [0, 1, 2, 3]]
+    assert source.layers == [0, 2, 5]
+    assert source.heads == [[0, 1, 2, 3], [0, 2], [0, 1, 2, 3]]
+    with pytest.raises(ValueError, match="uniform or source; got 'nearest'"):
+        LayerMap.between(ensure_structure(student), ensure_structure(teacher), how="nearest")
+
+
+def test_the_source_map_gives_a_student_that_kept_the_first_layers_an_attention_term(tmp_path) -> None:  # noqa: ANN001
+    """Kept layers 0, 1, 2 of 6 learn teacher layers 1, 3, 5 under `uniform`: no head in common, so the attention
+    term is exactly 0; under `source` each learns its own, and once the first layer has changed (as training
+    changes it) the maps above it differ from the teacher's."""
+    teacher = tiny_model(num_hidden_layers=6)
+    with torch.no_grad():
+        for layer in teacher.bert.encoder.layer:
+            layer.attention.self.query.weight.mul_(30)
+    student = copy.deepcopy(teacher)
+    drop_layers_(student, [0, 1, 2])
+    with torch.no_grad():
+        student.bert.encoder.layer[0].output.dense.weight.normal_(0, 1)
+    inputs = encode(tiny_tokenizer(tmp_path / "tok"))
+
+    def attention(how: str) -> float:
+        layers = LayerMap.between(ensure_structure(student), ensure_structure(teacher), how=how)
+        loss = distillation_loss(teacher, weight=0.0, attention_weight=1.0, layer_map=layers)
+        with layerwise_outputs(student, hidden=True, attention=True), torch.no_grad():
+            return float(loss(student, dict(inputs), student(**inputs)))
+
+    assert attention("uniform") == 0.0
+    assert attention("source") > 1e-4
+
+
 def test_layer_map_refuses_a_student_with_layers_the_teacher_lacks() -> None:
     teacher = tiny_model(num_hidden_layers=3)
     student = copy.deepcopy(teacher)
