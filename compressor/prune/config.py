@@ -8,12 +8,11 @@ from typing import ClassVar
 from compressor.arch.table import LINEAR_ROLES
 from compressor.errors import ConfigError
 from compressor.schema import HASH_IF_SET, is_int, is_number
-from compressor.train.config import PRECISIONS, check_share
+from compressor.train.config import LAYER_MAPS, PRECISIONS, check_share
 
 SCHEDULES = ("geometric", "linear")
 FALLBACKS = ("unk", "nearest", "sparse")
 LAYERWISE_SCHEDULES = ("constant", "linear")
-LAYER_MAPS = ("uniform", "source")
 MAX_VOCAB_CODES = 64
 RECOVER = ("none", "distill", "reconstruct", "reconstruct+distill")
 HEADS_BY = ("magnitude", "update")

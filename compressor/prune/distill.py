@@ -90,9 +90,10 @@ def distill_(
     if attention and layers is not None and not any(layers.heads):
         logger.warning(
             "attention_weight %s adds nothing here: no student layer learns the teacher layer it came from (layers "
-            "are matched uniformly, %s), so no head has its own attention map to match; set it to 0 to say so, or "
-            "layer_map source to match each layer to its own (relation_weight needs no head in common)",
+            "matched by layer_map %s: %s), so no head has its own attention map to match; set it to 0 to say so, "
+            "or layer_map source to match each layer to its own (relation_weight needs no head in common)",
             config.attention_weight,
+            config.layer_map,
             layers.layers,
         )
     schedule = LayerwiseSchedule(config.layerwise_schedule)

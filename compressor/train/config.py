@@ -63,6 +63,7 @@ def check_share(name: str, value: object, what: str = "in [0, 1)") -> None:
         raise ConfigError(f"`{name}` must be a share {what}; got {value!r}")
 
 
+LAYER_MAPS = ("uniform", "source")  # which teacher layer a student layer learns (LayerMap.between)
 PRECISIONS = ("fp32", "bf16", "auto")
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from compressor.arch.parts import arch_of, encoder_layers, has_heads
 from compressor.arch.structure import hidden_positions
+from compressor.train.config import LAYER_MAPS
 from compressor.train.loop import ExtraLoss
 
 
@@ -45,8 +46,8 @@ class LayerMap:
         then have to undo; but when the kept layers span the model (the last one kept), `source` makes each
         student layer learn the output it already starts near, and every kept head its own attention map.
         """
-        if how not in ("uniform", "source"):
-            raise ValueError(f"layer map must be uniform or source; got {how!r}")
+        if how not in LAYER_MAPS:
+            raise ValueError(f"layer map must be {' or '.join(LAYER_MAPS)}; got {how!r}")
         teacher_layers = teacher["layers"]
         by_source = {int(e["source"]): j for j, e in enumerate(teacher_layers)}
         s_count, t_count = len(student["layers"]), len(teacher_layers)
